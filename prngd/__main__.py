@@ -1,0 +1,5 @@
+import sys
+
+from prngd.cli import main
+
+sys.exit(main())
