@@ -1,0 +1,166 @@
+"""Feed the kernel's random pool from an EGD server (what ekeyd-egd-linux does).
+
+For virtual machines and containers that can reach an EGD socket: pull bytes
+from it and give them to the kernel.
+
+- With CAP_SYS_ADMIN the bytes go in through the RNDADDENTROPY ioctl on the
+  urandom device and are credited (8 bits a byte, but never more than the EGD
+  server says it holds).
+- Without it (EPERM, as in most containers) they are written to /dev/urandom:
+  mixed into the pool, credited nothing.  Which of the two happens is decided
+  once at start, by an RNDADDENTROPY carrying no bytes, and said in a log line.
+
+When to feed: the kernel asks for more input while `entropy_avail` is under
+`write_wakeup_threshold`, so that is checked every `poll` seconds and the
+shortfall fed at once.  Since Linux 5.18 `entropy_avail` reads 256 (and the
+threshold 256) for good once the pool is initialised, so the threshold never
+fires there; a regular feed every `interval` seconds (default 60) happens
+whatever it says.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from prngd import client
+
+log = logging.getLogger(__name__)
+
+# _IOW('R', 0x03, int[2]): struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+RNDADDENTROPY = 0x40085203
+ENTROPY_AVAIL = "/proc/sys/kernel/random/entropy_avail"
+WRITE_WAKEUP_THRESHOLD = "/proc/sys/kernel/random/write_wakeup_threshold"
+URANDOM = "/dev/urandom"
+MAX_FEED = 512  # bytes in one feed, however large the shortfall
+
+
+def rand_pool_info(data: bytes, bits: int) -> bytearray:
+    """The ioctl argument: entropy_count, buf_size, then the bytes.
+
+    A bytearray, so fcntl.ioctl passes it in place (bytes would be copied
+    into a 1024-byte buffer and could not carry a larger feed).
+    """
+    return bytearray(struct.pack("ii", bits, len(data)) + data)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Feed:
+    """What one feed did."""
+
+    nbytes: int
+    credited_bits: int
+    entropy_avail_before: int | None
+    entropy_avail_after: int | None
+
+
+class KernelFeeder:
+    """Moves bytes from an EGD server into the kernel; paths and the ioctl are injectable for tests."""
+
+    def __init__(self, connect: Callable[[], client.EGDClient], *, entropy_avail: str = ENTROPY_AVAIL,
+                 threshold: str = WRITE_WAKEUP_THRESHOLD, urandom: str = URANDOM,
+                 ioctl: Callable = fcntl.ioctl, credit: bool = True):
+        self.connect = connect
+        self.entropy_avail_path = entropy_avail
+        self.threshold_path = threshold
+        self.urandom_path = urandom
+        self.ioctl = ioctl
+        self.credit, self.why = self._probe() if credit else (False, "--no-credit given")
+
+    def _probe(self) -> tuple[bool, str]:
+        """(may credit, why): an RNDADDENTROPY of zero bytes tells without changing the pool."""
+        try:
+            with open(self.urandom_path, "ab", buffering=0) as f:
+                self.ioctl(f.fileno(), RNDADDENTROPY, rand_pool_info(b"", 0), True)
+        except OSError as e:
+            return False, f"RNDADDENTROPY on {self.urandom_path}: {e.strerror or e}"
+        return True, f"RNDADDENTROPY on {self.urandom_path} is allowed"
+
+    def describe(self) -> str:
+        if self.credit:
+            return f"feeding the kernel with credit via RNDADDENTROPY on {self.urandom_path}"
+        return f"writing to {self.urandom_path} without credit ({self.why})"
+
+    def entropy_avail(self) -> int | None:
+        return _read_int(self.entropy_avail_path)
+
+    def threshold(self) -> int | None:
+        return _read_int(self.threshold_path)
+
+    def shortfall_bytes(self) -> int:
+        """Bytes the kernel asks for now: its shortfall under write_wakeup_threshold (0 when none)."""
+        avail, threshold = self.entropy_avail(), self.threshold()
+        if avail is None or threshold is None or avail >= threshold:
+            return 0
+        return min(MAX_FEED, -(-(threshold - avail) // 8))
+
+    def feed(self, nbytes: int) -> Feed:
+        """Fetch `nbytes` from the EGD server and hand them to the kernel."""
+        nbytes = max(1, min(nbytes, MAX_FEED))
+        before = self.entropy_avail()
+        with self.connect() as egd:
+            data = egd.read(nbytes)
+            server_bits = egd.entropy_level() if self.credit else 0
+        bits = min(8 * len(data), server_bits)
+        with open(self.urandom_path, "ab", buffering=0) as f:
+            if self.credit:
+                self.ioctl(f.fileno(), RNDADDENTROPY, rand_pool_info(data, bits), True)
+            else:
+                f.write(data)
+                bits = 0
+        return Feed(len(data), bits, before, self.entropy_avail())
+
+    def run(self, *, interval: float = 60.0, poll: float = 2.0, nbytes: int = 64,
+            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+            rounds: int | None = None) -> None:
+        """Feed `nbytes` every `interval` seconds, and the shortfall whenever the threshold asks; forever
+        (or `rounds` checks, for tests).  A failing EGD server is logged and retried at the next check."""
+        next_regular = clock()
+        done = 0
+        while rounds is None or done < rounds:
+            done += 1
+            want = self.shortfall_bytes()
+            if clock() >= next_regular:
+                want = max(want, nbytes)
+                next_regular = clock() + interval
+            if want:
+                try:
+                    fed = self.feed(want)
+                    log.debug("fed %d bytes, %d bits credited; entropy_avail %s -> %s", fed.nbytes,
+                              fed.credited_bits, fed.entropy_avail_before, fed.entropy_avail_after)
+                except (client.EGDError, OSError) as e:
+                    log.warning("cannot feed the kernel: %s", e)
+            sleep(max(0.0, min(poll, next_regular - clock())))
+
+
+def run_cli(args) -> int:
+    """`prngd feed-kernel`; `args` from client's parser."""
+    logging.basicConfig(level=logging.INFO, format="prngd feed-kernel: %(message)s", stream=sys.stderr)
+    paths = {k: v for k, v in (("entropy_avail", args.entropy_avail), ("threshold", args.threshold_file),
+                               ("urandom", args.urandom)) if v}
+    feeder = KernelFeeder(lambda: client.EGDClient(args.socket, args.timeout), credit=not args.no_credit, **paths)
+    if args.once:
+        print(feeder.describe())
+        fed = feeder.feed(max(args.nbytes, feeder.shortfall_bytes()))
+        how = f"with credit ({fed.credited_bits} bits)" if feeder.credit else "without credit"
+        print(f"fed {fed.nbytes} bytes from {args.socket} {how}; entropy_avail {fed.entropy_avail_before} -> "
+              f"{fed.entropy_avail_after}")
+        return 0
+    log.info("%s, from %s: every %gs, and when entropy_avail < write_wakeup_threshold (checked every %gs)",
+             feeder.describe(), args.socket, args.interval, args.poll)
+    feeder.run(interval=args.interval, poll=args.poll, nbytes=args.nbytes)
+    return 0
