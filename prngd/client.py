@@ -414,7 +414,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`prngd get|add|status|ping|feed-kernel ...`; returns the exit status."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        # Options may come after SOCKET, as in `prngd get 16 --hex /run/egd-pool`:
+        # plain parse_args would give SOCKET's slot away at the first positional.
+        args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
+    else:
+        args = parser.parse_args(argv)  # --help, --version, or a usage error
     try:
         return _COMMANDS[args.command](args)
     except EGDError as e:
