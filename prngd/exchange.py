@@ -1,0 +1,110 @@
+"""The exchange file: 1024 bytes that prngd, Postfix's tlsmgr and OpenSSL programs all stir.
+
+Postfix's tlsmgr keeps such a file (tls_random_exchange_name): it locks it,
+reads it into OpenSSL's pool, and writes 1024 fresh bytes back.  prngd does
+the same every interval, so both can share one file:
+
+    open    O_RDWR|O_CREAT|O_NOFOLLOW, mode 0600 (a symlink is refused)
+    check   a regular file with one link (never write into a hard link
+            someone made to another file)
+    lock    flock(LOCK_EX): the lock tlsmgr takes on Linux; waited for up
+            to `lock_timeout` seconds, so a stuck holder cannot wedge prngd
+    read    up to 4096 bytes from offset 0, mixed into the pool with no
+            credit: whoever else can write the file is not trusted
+    write   1024 bytes of pool output at offset 0 (pwrite), ftruncate to
+            1024 if the file was longer, fsync
+    unlock  then close
+
+Nothing is written while the pool is unseeded: OpenSSL's RAND_load_file
+credits what it reads in full, so the file must never carry weak bytes.
+An OS error is logged once per call and reported as False; it never raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import stat
+import time
+
+log = logging.getLogger("prngd.exchange")
+
+EXCHANGE_SIZE = 1024
+MAX_READ = 4096
+FILE_MODE = 0o600
+LOCK_TIMEOUT = 10.0
+
+
+def _lock(fd: int, timeout: float) -> None:
+    """flock(LOCK_EX), giving up after `timeout` seconds (TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(errno.EWOULDBLOCK, f"still locked by another process after {timeout:g} s") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.02)
+
+
+def _pread_all(fd: int, limit: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = os.pread(fd, limit - len(buf), len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def update(path: str, pool, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
+    """Lock, read, mix (uncredited), write 1024 fresh bytes, fsync, unlock.  False on an OS error."""
+    path = str(path)
+    fd = -1
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                     FILE_MODE)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_nlink != 1:
+            raise OSError(errno.EMLINK, f"it has {st.st_nlink} hard links; refusing to write to it", path)
+        _lock(fd, lock_timeout)
+        old = _pread_all(fd, MAX_READ)
+        if old:
+            pool.add("exchange", old, 0)  # never credited: other writers are not trusted
+        if not pool.seeded:
+            log.debug("exchange file %s: mixed %d bytes; not rewritten while the pool is unseeded", path, len(old))
+            return True
+        _pwrite_all(fd, pool.read(EXCHANGE_SIZE), 0)
+        if os.fstat(fd).st_size > EXCHANGE_SIZE:
+            os.ftruncate(fd, EXCHANGE_SIZE)
+        os.fsync(fd)
+        log.debug("exchange file %s: mixed %d bytes, wrote %d", path, len(old), EXCHANGE_SIZE)
+        return True
+    except OSError as e:
+        text = e.strerror or str(e)
+        if e.errno == errno.ELOOP:
+            text = "it is a symbolic link: refused"
+        log.warning("exchange file %s: update failed: %s", path, text)
+        return False
+    finally:
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+            os.close(fd)
