@@ -1,0 +1,565 @@
+# SPDX-License-Identifier: MIT
+#
+# The prngd entropy pool: an accumulator of samples and a generator of output.
+#
+# Accumulator. Samples (source, data, credited bits) are absorbed into a
+# running BLAKE2b-512 hash. Each sample is framed as
+#
+#     u32le(len(source)) || source (UTF-8) || u64le(len(data)) || data
+#
+# so that sample boundaries cannot be shifted: two different sequences of
+# samples never hash the same byte string. Hashing more input can only stir
+# the state, so a sample (even a hostile one) never lowers the entropy already
+# held. Credits are counted per source for stats, and since the last reseed
+# to decide when to reseed.
+#
+# Generator "chacha20" (default): fast key erasure, as in the Linux CRNG and
+# OpenBSD arc4random. The state is one 32-byte key K. A refill computes the
+# ChaCha20 keystream under K (RFC 8439, nonce 0, counter 0) into a buffer of
+# buffer_size bytes; its first 32 bytes become the new K and are zeroed in
+# the buffer before any output leaves, and the rest is served. Each served
+# byte is zeroed in the buffer as it leaves. A read larger than the buffer
+# takes one fresh draw of 32 + n bytes under K, handled the same way. Every K
+# is used for exactly one keystream, so the fixed nonce is never reused.
+#
+# Generator "hmac-drbg": SP 800-90A Rev. 1 HMAC_DRBG (section 10.1.2) over
+# SHA-256 or SHA-512: reseed_interval 2^48, at most 2^19 bits per Generate
+# request (longer reads are several requests), optional prediction
+# resistance (every request first reseeds from os_random).
+#
+# Reseed. The accumulator is finalised to a 64-byte digest D and restarted.
+#   chacha20:  K' = BLAKE2b-256(key = K, msg = u8(len(L)) || L || D),
+#              L = "prngd pool reseed"; the buffer is zeroed.
+#   hmac-drbg: HMAC_DRBG_Reseed(entropy_input = D, additional_input = L).
+# Keyed BLAKE2b is a PRF in K (an attacker who knows D but not K learns
+# nothing of K') and a strong hash of D (an attacker who knows K but not D
+# must guess D), so a reseed with enough fresh entropy locks out someone who
+# had stolen the state. A reseed happens when the pool becomes seeded, when
+# reseed_bits of newly credited entropy have arrived, when reseed_interval
+# seconds have passed (checked in read; both only once seeded), in a child
+# after fork(), and on demand.
+#
+# Guarantees:
+#  - Backtracking resistance: once read() returns, the key that produced its
+#    bytes is gone from the pool and the bytes it served are zeroed. (Bytes
+#    still waiting in the buffer are future output, at most buffer_size - 32
+#    of them; a reseed zeroes them.)
+#  - Fork safety: a child mixes its pid and fresh os_random bytes into the
+#    key, and drops the buffer, before its first read.
+#  - Never blocks. read() raises NotSeeded until seed_bits credited bits have
+#    arrived, unless allow_unseeded=True (output then rests on os_random).
+#  - With os_random and clock injected, everything is deterministic.
+#
+# Entropy accounting (the estimate EGD command 0x00 reports) is an estimate
+# only: raised by credits, capped at pool_bits, lowered by 8 bits per byte
+# read, and never below floor_bits once seeded, so the pool never "runs dry".
+#
+# Erasure in Python. Long-lived secrets (the key, the buffer, DRBG K and V)
+# live in bytearrays overwritten in place; the code says where. Temporary
+# bytes made along the way (digests, pycryptodome's HMAC key pads, the C
+# state inside cipher and hash objects) are immutable or out of reach: no
+# reference to them is kept, so CPython frees them at once, but freed memory
+# is not scrubbed.
+#
+# Not thread-safe: use one Pool per thread, or a lock around it.
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+import weakref
+
+from Crypto.Cipher import ChaCha20
+from Crypto.Hash import BLAKE2b, HMAC, SHA256, SHA512
+
+__all__ = [
+    "NotSeeded",
+    "ReseedRequired",
+    "Pool",
+    "HmacDrbg",
+    "ChaCha20Generator",
+    "Accumulator",
+    "chacha20_xor_into",
+]
+
+KEY_SIZE = 32
+CHACHA20_NONCE = bytes(12)
+
+_LABEL_INIT = b"prngd pool init"
+_LABEL_RESEED = b"prngd pool reseed"
+_LABEL_FORK = b"prngd pool fork"
+_LABEL_COUNTER = b"prngd pool reseed counter"
+_DRBG_PERSONALIZATION = b"prngd pool hmac-drbg"
+_ACCUMULATOR_LABEL = b"prngd pool accumulator v1"
+
+# Security strength 256 bits: 32 bytes of entropy input, 16 of nonce.
+_ENTROPY_BYTES = 32
+_NONCE_BYTES = 16
+
+
+class NotSeeded(Exception):
+    """read() before the pool has been credited with seed_bits of entropy."""
+
+
+class ReseedRequired(Exception):
+    """The HMAC_DRBG reseed counter passed reseed_interval (SP 800-90A 10.1.2.5 step 1)."""
+
+
+def chacha20_xor_into(key, src, dst, *, nonce=CHACHA20_NONCE, counter=0) -> None:
+    """Write ChaCha20(key, nonce, counter) XOR src into dst (same length).
+
+    With src all zeros this is the raw keystream. The generator makes every
+    keystream through this one function, so the RFC 8439 tests exercise the
+    very calls it uses. The cipher object (and the copy of the key in its C
+    state) is dropped on return.
+    """
+    cipher = ChaCha20.new(key=key, nonce=nonce)
+    if counter:
+        cipher.seek(64 * counter)
+    cipher.encrypt(src, output=dst)
+
+
+def _kdf_into(key: bytearray, label: bytes, material) -> None:
+    """Replace key, in place, by BLAKE2b-256(key=key, u8(len(label)) || label || material)."""
+    h = BLAKE2b.new(digest_bits=8 * KEY_SIZE, key=key)
+    h.update(bytes((len(label),)))
+    h.update(label)
+    h.update(material)
+    key[:] = h.digest()  # the old key is overwritten here
+
+
+def _clamp_credit(bits, nbytes: int) -> float:
+    """Credit at most 8 bits per byte of data and never less than 0 (NaN counts as 0)."""
+    credit = float(bits)
+    if not credit > 0.0:
+        return 0.0
+    return min(credit, 8.0 * nbytes)
+
+
+# --------------------------------------------------------------------------
+# Accumulator
+
+
+class Accumulator:
+    """Running BLAKE2b-512 hash of framed samples, with credit bookkeeping."""
+
+    __slots__ = ("_hash", "pending_bits", "credited_total", "credited_by_source", "samples_by_source")
+
+    def __init__(self) -> None:
+        self.credited_total = 0.0
+        self.credited_by_source: dict[str, float] = {}
+        self.samples_by_source: dict[str, int] = {}
+        self._restart()
+
+    def _restart(self) -> None:
+        # Dropping the old hash object frees its state; what it held now
+        # lives on only in the key it was extracted into.
+        self._hash = BLAKE2b.new(digest_bits=512)
+        self._hash.update(_ACCUMULATOR_LABEL)
+        self.pending_bits = 0.0
+
+    def add(self, source: str, data, bits) -> float:
+        """Absorb one sample; return the credit actually granted."""
+        if not isinstance(source, str):
+            raise TypeError("source must be a str")
+        name = source.encode("utf-8", "surrogatepass")
+        data = memoryview(data).cast("B")
+        credit = _clamp_credit(bits, data.nbytes)
+        # Length-prefix both fields so no sample can pose as two, or as part of another.
+        self._hash.update(struct.pack("<I", len(name)) + name + struct.pack("<Q", data.nbytes))
+        self._hash.update(data)
+        self.pending_bits += credit
+        self.credited_total += credit
+        self.credited_by_source[source] = self.credited_by_source.get(source, 0.0) + credit
+        self.samples_by_source[source] = self.samples_by_source.get(source, 0) + 1
+        return credit
+
+    def extract(self) -> bytes:
+        """Finalise to a 64-byte digest and start again empty."""
+        digest = self._hash.digest()
+        self._restart()
+        return digest
+
+
+# --------------------------------------------------------------------------
+# Generator "chacha20": fast key erasure
+
+
+class ChaCha20Generator:
+    """Fast-key-erasure ChaCha20 generator with a keystream buffer."""
+
+    name = "chacha20"
+    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos")
+
+    def __init__(self, seed, buffer_size: int = 16384) -> None:
+        if buffer_size < 2 * KEY_SIZE:
+            raise ValueError("buffer_size must be at least 64")
+        self._size = buffer_size
+        self._key = bytearray(KEY_SIZE)
+        self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)
+        # Source of zeros: the keystream input, and what served bytes are overwritten with.
+        self._zeros = memoryview(bytes(buffer_size))
+        self._pos = buffer_size  # empty: the first read refills
+        self.reseed(seed, _LABEL_INIT)
+
+    def reseed(self, entropy, label: bytes) -> None:
+        """K = KDF(K, label, entropy); zero whatever is left unserved."""
+        _kdf_into(self._key, label, entropy)
+        self._discard()
+
+    def _discard(self) -> None:
+        # Bytes before _pos were zeroed as they were served.
+        pos = self._pos
+        self._view[pos:] = self._zeros[pos:]
+        self._pos = self._size
+
+    def _refill(self) -> None:
+        """Fill the buffer under K; its first 32 bytes become the next K."""
+        view = self._view
+        # Overwrites every byte, unserved leftovers included.
+        chacha20_xor_into(self._key, self._zeros, view)
+        self._key[:] = view[:KEY_SIZE]  # the old key is gone before any output leaves
+        view[:KEY_SIZE] = self._zeros[:KEY_SIZE]
+        self._pos = KEY_SIZE
+
+    def read(self, n: int) -> bytes:
+        # Hot path: slice out, zero what left, move on.
+        pos = self._pos
+        end = pos + n
+        if pos <= end <= self._size:
+            view = self._view
+            out = view[pos:end].tobytes()
+            view[pos:end] = self._zeros[:n]
+            self._pos = end
+            return out
+        return self._read_slow(n)
+
+    def _read_slow(self, n: int) -> bytes:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if n > self._size - KEY_SIZE:
+            return self._read_direct(n)
+        self._refill()
+        return self.read(n)
+
+    def _read_direct(self, n: int) -> bytes:
+        """One draw of 32 + n bytes under K: 32 for the next K, n to return."""
+        draw = bytearray(KEY_SIZE + n)
+        view = memoryview(draw)
+        chacha20_xor_into(self._key, view, view)  # in place: zeros in, keystream out
+        self._key[:] = view[:KEY_SIZE]  # the old key is gone before any output leaves
+        out = view[KEY_SIZE:].tobytes()
+        view[:] = bytes(len(draw))  # leave no copy of the new key or the output behind
+        view.release()
+        return out
+
+
+# --------------------------------------------------------------------------
+# Generator "hmac-drbg": SP 800-90A HMAC_DRBG
+
+_DRBG_HASHES = {"sha256": SHA256, "sha512": SHA512}
+
+
+class HmacDrbg:
+    """SP 800-90A Rev. 1 HMAC_DRBG (10.1.2): Instantiate, Reseed, Generate.
+
+    Security strength 256 bits for both hashes: entropy input of at least 32
+    bytes, nonce of at least 16. Working state K and V lives in bytearrays
+    overwritten in place.
+    """
+
+    RESEED_INTERVAL = 1 << 48
+    MAX_REQUEST_BYTES = (1 << 19) // 8
+
+    __slots__ = ("_hashmod", "_K", "_V", "reseed_counter", "hash_name")
+
+    def __init__(self, entropy, nonce, pers=b"", hash: str = "sha256") -> None:
+        try:
+            self._hashmod = _DRBG_HASHES[hash]
+        except KeyError:
+            raise ValueError(f"unknown hash {hash!r}; expected one of {sorted(_DRBG_HASHES)}") from None
+        if len(entropy) < _ENTROPY_BYTES:
+            raise ValueError("entropy input must be at least 32 bytes")
+        if len(nonce) < _NONCE_BYTES:
+            raise ValueError("nonce must be at least 16 bytes")
+        self.hash_name = hash
+        outlen = self._hashmod.digest_size
+        # 10.1.2.3: Key = 0x00 00...00, V = 0x01 01...01, then Update(seed_material).
+        self._K = bytearray(outlen)
+        self._V = bytearray(b"\x01" * outlen)
+        self._update(entropy, nonce, pers or b"")
+        self.reseed_counter = 1
+
+    def _hmac(self, *parts) -> bytes:
+        h = HMAC.new(self._K, digestmod=self._hashmod)
+        for part in parts:
+            h.update(part)
+        return h.digest()
+
+    def _update(self, *provided) -> None:
+        """10.1.2.2 HMAC_DRBG_Update; provided_data is the concatenation of the parts."""
+        self._K[:] = self._hmac(self._V, b"\x00", *provided)
+        self._V[:] = self._hmac(self._V)
+        if not any(len(p) for p in provided):
+            return
+        self._K[:] = self._hmac(self._V, b"\x01", *provided)
+        self._V[:] = self._hmac(self._V)
+
+    def reseed(self, entropy, additional=b"") -> None:
+        """10.1.2.4: Update(entropy_input || additional_input); counter back to 1."""
+        if len(entropy) < _ENTROPY_BYTES:
+            raise ValueError("entropy input must be at least 32 bytes")
+        self._update(entropy, additional or b"")
+        self.reseed_counter = 1
+
+    def generate(self, n: int, additional=b"", *, entropy_pr=None) -> bytes:
+        """10.1.2.5 Generate n bytes (at most 2^19 bits).
+
+        With entropy_pr (prediction resistance, 9.3.1 steps 7-8), first
+        Reseed(entropy_pr, additional) and then generate with no additional input.
+        """
+        if not 0 <= n <= self.MAX_REQUEST_BYTES:
+            raise ValueError(f"n must be between 0 and {self.MAX_REQUEST_BYTES}")
+        additional = additional or b""
+        if entropy_pr is not None:
+            self.reseed(entropy_pr, additional)
+            additional = b""
+        elif self.reseed_counter > self.RESEED_INTERVAL:
+            raise ReseedRequired()
+        if additional:
+            self._update(additional)
+        outlen = len(self._V)
+        temp = bytearray(-(-n // outlen) * outlen)
+        view = memoryview(temp)
+        V = self._V
+        for i in range(0, len(temp), outlen):
+            V[:] = self._hmac(V)
+            view[i : i + outlen] = V
+        out = view[:n].tobytes()
+        view[:] = bytes(len(temp))  # the tail past n is the current V
+        view.release()
+        self._update(additional)  # backtracking resistance: K and V move on
+        self.reseed_counter += 1
+        return out
+
+
+class _DrbgGenerator:
+    """Adapts HmacDrbg to the pool: long reads, prediction resistance, reseeds."""
+
+    name = "hmac-drbg"
+    __slots__ = ("_drbg", "_pr", "_os_random")
+
+    def __init__(self, os_random, hash: str, prediction_resistance: bool) -> None:
+        self._os_random = os_random
+        self._pr = prediction_resistance
+        self._drbg = HmacDrbg(os_random(_ENTROPY_BYTES), os_random(_NONCE_BYTES), _DRBG_PERSONALIZATION, hash)
+
+    def reseed(self, entropy, label: bytes) -> None:
+        self._drbg.reseed(entropy, label)
+
+    def read(self, n: int) -> bytes:
+        if n <= 0:
+            if n < 0:
+                raise ValueError("n must be >= 0")
+            return b""
+        step = HmacDrbg.MAX_REQUEST_BYTES
+        if n <= step:
+            return self._request(n)
+        return b"".join(self._request(min(step, n - i)) for i in range(0, n, step))
+
+    def _request(self, n: int) -> bytes:
+        drbg = self._drbg
+        if self._pr:
+            return drbg.generate(n, entropy_pr=self._os_random(_ENTROPY_BYTES))
+        try:
+            return drbg.generate(n)
+        except ReseedRequired:  # after 2^48 requests without a reseed: never in practice
+            drbg.reseed(self._os_random(_ENTROPY_BYTES), _LABEL_COUNTER)
+            return drbg.generate(n)
+
+
+# --------------------------------------------------------------------------
+# The pool
+
+_GENERATORS = ("chacha20", "hmac-drbg")
+
+# Live pools, so that a child after fork() can reseed every one of them.
+_LIVE_POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+
+
+class Pool:
+    """Entropy pool: accumulator + generator + entropy accounting. See the top of this file."""
+
+    __slots__ = (
+        "_acc",
+        "_gen",
+        "_gen_read",
+        "_os_random",
+        "_clock",
+        "_cap",
+        "_floor_bits",
+        "_floor",
+        "_entropy",
+        "_seed_bits",
+        "_reseed_bits",
+        "_interval",
+        "_seeded",
+        "_next_reseed_at",
+        "_last_reseed",
+        "_reseeds",
+        "_bytes_out",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        *,
+        generator: str = "chacha20",
+        drbg_hash: str = "sha256",
+        prediction_resistance: bool = False,
+        pool_bits: int = 4096,
+        reseed_bits: int = 256,
+        reseed_interval: float = 60.0,
+        seed_bits: int = 256,
+        floor_bits: int = 256,
+        buffer_size: int = 16384,
+        os_random=os.urandom,
+        clock=time.monotonic,
+    ) -> None:
+        if generator not in _GENERATORS:
+            raise ValueError(f"unknown generator {generator!r}; expected one of {_GENERATORS}")
+        if drbg_hash not in _DRBG_HASHES:
+            raise ValueError(f"unknown drbg_hash {drbg_hash!r}; expected one of {sorted(_DRBG_HASHES)}")
+        if prediction_resistance and generator != "hmac-drbg":
+            raise ValueError("prediction_resistance applies to the hmac-drbg generator only")
+        if min(pool_bits, reseed_bits, seed_bits, floor_bits) < 0:
+            raise ValueError("bit counts must be >= 0")
+        if floor_bits > pool_bits:
+            raise ValueError("floor_bits must not exceed pool_bits")
+        if not reseed_interval > 0:
+            raise ValueError("reseed_interval must be > 0")
+
+        self._os_random = os_random
+        self._clock = clock
+        self._cap = float(pool_bits)
+        self._floor_bits = float(floor_bits)
+        self._floor = 0.0  # floor_bits once seeded
+        self._entropy = 0.0
+        self._seed_bits = seed_bits
+        self._reseed_bits = reseed_bits
+        self._interval = float(reseed_interval)
+        self._seeded = False
+        self._next_reseed_at = math.inf  # no timed reseeds before seeded
+        self._reseeds = 0
+        self._bytes_out = 0
+        self._acc = Accumulator()
+        # Initial key material is uncredited: it lets allow_unseeded reads be
+        # unpredictable, but seeded waits for credited samples.
+        if generator == "chacha20":
+            self._gen = ChaCha20Generator(os_random(_ENTROPY_BYTES), buffer_size)
+        else:
+            self._gen = _DrbgGenerator(os_random, drbg_hash, prediction_resistance)
+        self._gen_read = self._gen.read
+        self._last_reseed = clock()
+        _LIVE_POOLS.add(self)
+        if seed_bits == 0:
+            self._become_seeded()
+
+    # -- input ------------------------------------------------------------
+
+    def add(self, source: str, data, bits: float = 0) -> None:
+        """Mix a sample in; credit clamp(bits, 0, 8*len(data)). May reseed."""
+        credit = self._acc.add(source, data, bits)
+        if credit:
+            self._entropy = min(self._cap, self._entropy + credit)
+        if not self._seeded:
+            if self._acc.credited_total >= self._seed_bits:
+                self._become_seeded()
+        elif self._acc.pending_bits >= self._reseed_bits:
+            self._reseed()
+
+    def _become_seeded(self) -> None:
+        # Reseed at once so that the key includes the material that made us seeded.
+        self._seeded = True
+        self._floor = self._floor_bits
+        self._entropy = max(self._entropy, self._floor)
+        self._reseed()
+
+    # -- output -----------------------------------------------------------
+
+    def read(self, n: int, *, allow_unseeded: bool = False) -> bytes:
+        """Exactly n bytes; never blocks. NotSeeded before seeded unless allow_unseeded."""
+        if not (self._seeded or allow_unseeded):
+            raise NotSeeded("the pool has not yet been credited with enough entropy")
+        if self._clock() >= self._next_reseed_at:
+            self._reseed()
+        out = self._gen_read(n)
+        entropy = self._entropy - 8 * n
+        self._entropy = entropy if entropy > self._floor else self._floor
+        self._bytes_out += n
+        return out
+
+    # -- reseeding --------------------------------------------------------
+
+    def reseed(self) -> None:
+        """Reseed now from the accumulator (SIGHUP, tests)."""
+        self._reseed()
+
+    def _reseed(self) -> None:
+        self._gen.reseed(self._acc.extract(), _LABEL_RESEED)
+        self._reseeds += 1
+        now = self._clock()
+        self._last_reseed = now
+        if self._seeded:
+            self._next_reseed_at = now + self._interval
+
+    def _reseed_after_fork(self) -> None:
+        """In a fork child: mix pid and fresh OS randomness into the key, drop the buffer."""
+        label = _LABEL_FORK + struct.pack("<Q", os.getpid())
+        try:
+            fresh = self._os_random(_ENTROPY_BYTES)
+        except Exception:
+            # Still differ from the parent (the pid is in the label), and
+            # from an earlier child that had the same pid (the clocks).
+            fresh = struct.pack("<QQ", time.time_ns(), time.perf_counter_ns()) * 2
+        self._gen.reseed(fresh, label)
+        self._reseeds += 1
+
+    # -- reporting --------------------------------------------------------
+
+    @property
+    def entropy_bits(self) -> int:
+        return int(self._entropy)
+
+    @property
+    def seeded(self) -> bool:
+        return self._seeded
+
+    @property
+    def generator_name(self) -> str:
+        return self._gen.name
+
+    def stats(self) -> dict:
+        acc = self._acc
+        return {
+            "generator": self._gen.name,
+            "seeded": self._seeded,
+            "entropy_bits": int(self._entropy),
+            "reseeds": self._reseeds,
+            "bytes_out": self._bytes_out,
+            "credited_bits_total": acc.credited_total,
+            "credited_bits_by_source": dict(acc.credited_by_source),
+            "samples_by_source": dict(acc.samples_by_source),
+            "last_reseed_age_s": max(0.0, self._clock() - self._last_reseed),
+        }
+
+
+def _reseed_pools_after_fork() -> None:
+    for pool in list(_LIVE_POOLS):
+        pool._reseed_after_fork()
+
+
+os.register_at_fork(after_in_child=_reseed_pools_after_fork)
