@@ -120,14 +120,27 @@ def kill_daemon(spec: str, timeout: float = 30.0) -> int:
         return 1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             print(f"prngd: stopped pid {pid} on {spec}", file=sys.stderr)
             return 0
         time.sleep(0.05)
     print(f"prngd: pid {pid} did not stop within {timeout:g}s", file=sys.stderr)
     return 1
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and has not exited (a zombie waiting for its parent has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _detach() -> int | None:

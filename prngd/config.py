@@ -109,6 +109,7 @@ class Settings:
     jitter: bool = True
     jitter_interval: float = 60.0
     jitter_alpha_exp: int = 20  # SP 800-90B health-test false-positive rate alpha = 2^-this
+    external_commands: bool = True  # run the [commands] (or the built-in set when none are listed)
     command_interval: float = 49.0
     command_timeout: float = 25.0
     command_max_output: int = 100_000
@@ -168,8 +169,12 @@ def _conv_uids(v: str) -> list[int]:
     return uids
 
 
-def _conv_opt_str(v: str) -> str:
-    return v.strip()
+def _conv_opt_str(v: str) -> str | None:
+    """Empty means the default (None); `none` means switched off ("")."""
+    v = v.strip()
+    if not v:
+        return None
+    return "" if v.lower() == "none" else v
 
 
 _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda v: float(v.strip())}
@@ -181,7 +186,7 @@ _SECTIONS = {
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
     "sources": ["kernel", "kernel_bytes", "kernel_interval", "system", "system_interval", "jitter",
-                "jitter_interval", "jitter_alpha_exp", "command_interval", "command_timeout",
+                "jitter_interval", "jitter_alpha_exp", "external_commands", "command_interval", "command_timeout",
                 "command_max_output", "file_interval", "low_water_bits"],
 }
 _SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,

@@ -579,7 +579,6 @@ class Daemon:
         settings = self.settings
         trusted = None
         while True:
-            # Wait first: a request-response client has nothing for us yet.
             if decoder.pending:
                 with trio.move_on_after(settings.request_timeout) as cs:
                     await wait_readable(sock)
@@ -593,8 +592,9 @@ class Daemon:
                 if cs.cancelled_caught:
                     return
             else:
-                # Always parks in the scheduler, even when data is waiting, so a
-                # client that floods us cannot starve the others.
+                # Wait before reading: a request-response client has nothing for
+                # us yet.  This always parks in the scheduler, even when data is
+                # waiting, so a client that floods us cannot starve the others.
                 await wait_readable(sock)
             try:
                 data = recv(RECV_SIZE)
@@ -603,48 +603,56 @@ class Daemon:
             if not data:
                 return
             decoder.feed(data)
-            out = []
+            out: list[bytes] = []
             size = 0
-            for req in decoder:
-                cmd = req.command
-                requests[cmd] += 1
-                if cmd == 2:  # blocking read
-                    n = req.n
-                    if not n:
-                        continue
-                    if not pool.seeded:
-                        if out:
-                            await self._send(sock, b"".join(out))
-                            out, size = [], 0
-                        await self._seeded.wait()
-                    reply = pool.read(n)
-                elif cmd == 1:  # non-blocking read: the full count once seeded
-                    n = req.n
-                    if pool.seeded:
-                        reply = bytes((n,)) + pool.read(n)
-                    else:
-                        # Only when even the kernel was not ready at start.
-                        reply = b"\x00"
+            try:
+                for req in decoder:
+                    cmd = req.command
+                    requests[cmd] += 1
+                    if cmd == 2:  # blocking read
+                        n = req.n
+                        if not n:
+                            continue
+                        if not pool.seeded:
+                            if out:
+                                await self._send(sock, b"".join(out))
+                                out.clear()
+                                size = 0
+                            await self._seeded.wait()
+                        reply = pool.read(n)
+                    elif cmd == 1:  # non-blocking read: the full count once seeded
+                        n = req.n
+                        if pool.seeded:
+                            reply = bytes((n,)) + pool.read(n)
+                        else:
+                            # Only when even the kernel was not ready at start.
+                            reply = b"\x00"
+                            n = 0
+                    elif cmd == 0:
+                        reply = egd.encode_entropy_level(pool.entropy_bits)
                         n = 0
-                elif cmd == 0:
-                    reply = egd.encode_entropy_level(pool.entropy_bits)
-                    n = 0
-                elif cmd == 4:
-                    reply = self.pid_reply
-                    n = 0
-                else:  # write entropy: mixed always, credited only from trusted peers
-                    if req.data:
-                        if trusted is None:
-                            trusted = self._trusted(sock, is_unix)
-                        pool.add("egd-write" if trusted else "egd-write-untrusted", req.data,
-                                 min(req.bits, 8 * len(req.data)) if trusted else 0)
-                    continue
-                counters.bytes_served += n
-                out.append(reply)
-                size += len(reply)
-                if size >= OUTPUT_FLUSH:
+                    elif cmd == 4:
+                        reply = self.pid_reply
+                        n = 0
+                    else:  # write entropy: mixed always, credited only from trusted peers
+                        if req.data:
+                            if trusted is None:
+                                trusted = self._trusted(sock, is_unix)
+                            pool.add("egd-write" if trusted else "egd-write-untrusted", req.data,
+                                     min(req.bits, 8 * len(req.data)) if trusted else 0)
+                        continue
+                    counters.bytes_served += n
+                    out.append(reply)
+                    size += len(reply)
+                    if size >= OUTPUT_FLUSH:  # bounds what one connection holds
+                        await self._send(sock, b"".join(out))
+                        out.clear()
+                        size = 0
+            except egd.ProtocolError:
+                # Requests before the bad byte are answered, then the close.
+                if out:
                     await self._send(sock, b"".join(out))
-                    out, size = [], 0
+                raise
             if out:
                 await self._send(sock, out[0] if len(out) == 1 else b"".join(out))
 
