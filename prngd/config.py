@@ -62,13 +62,12 @@ def default_seedfile() -> str:
 
 def admin_socket_for(socket_spec: str) -> str:
     """The admin socket sits beside the first Unix EGD socket, so tools can find it from that."""
-    if is_unix_spec(socket_spec):
-        return socket_spec + ".admin"
+    from prngd.egd import parse_address
+
+    address = parse_address(socket_spec)
+    if address.is_unix:
+        return address.path + ".admin"
     return str(_runtime_dir() / "prngd.admin")
-
-
-def is_unix_spec(spec: str) -> bool:
-    return spec.startswith("/") or spec.startswith(".") or ":" not in spec
 
 
 @dataclass
