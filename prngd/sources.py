@@ -1,0 +1,856 @@
+"""What feeds the pool: entropy sources, their estimates, their health tests, and the gatherer.
+
+A source collects one sample at a time (a blocking call, run in a worker
+thread) and says how many bits of it it is willing to vouch for.  Every
+estimate here is deliberately low and capped per sample: the pool mixes all
+bytes in regardless, so under-crediting costs nothing but a slower count,
+while over-crediting is the one mistake a PRNG daemon must not make.
+
+    source   what it reads                              credit per sample
+    kernel   getrandom(), 32-64 bytes                   8 bits/byte once the kernel CRNG is ready, else 0
+    system   psutil snapshot with ns time stamps         1 bit per 64 bytes, at most 8 bits
+    jitter   time deltas of a small CPU-bound loop      SP 800-90B MCV estimate / 16, at most 32 bits
+    command  stdout of an external command (PRNGD)      its configured bits per byte, at most 16 bits
+    file     a file or device, up to max_bytes          its configured bits per byte, at most 8 per byte
+
+Health tests (SP 800-90B section 4.4, the repetition count test and the
+adaptive proportion test) guard the jitter source and any file claimed to
+carry at least 1 bit per byte (a hardware RNG device).  A source whose health
+test fails is disabled at once; a source that keeps raising is disabled after
+MAX_CONSECUTIVE_FAILURES attempts.  Either is logged once, at WARNING, and
+shows in `stats()`.
+
+`gather()` runs every source as a trio task: once at start, then every
+`interval` seconds (a quarter of that while the pool is below
+`low_water_bits`), each collect in a worker thread under a timeout, failures
+backed off exponentially.  External commands take turns, one per
+`command_interval`, as PRNGD runs them.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import math
+import os
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import psutil
+import trio
+
+log = logging.getLogger("prngd.sources")
+
+# A source that raised this many times in a row is given up on (until SIGHUP).
+MAX_CONSECUTIVE_FAILURES = 5
+# Exponential backoff after a failure: interval * 2**failures, at most this long.
+MAX_BACKOFF = 3600.0
+# How long a collect may take before gather abandons it (commands: their own timeout + this).
+COLLECT_TIMEOUT = 10.0
+COMMAND_GRACE = 5.0
+
+# Per-sample caps, in bits.  See each source for the reasoning.
+SYSTEM_BYTES_PER_BIT = 64
+SYSTEM_CAP_BITS = 8.0
+JITTER_CAP_BITS = 32.0
+COMMAND_CAP_BITS = 16.0
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One collected sample and the entropy its source credits it with (already capped)."""
+
+    data: bytes
+    bits: float
+
+
+class SourceError(Exception):
+    """A sample could not be collected; gather backs off and retries."""
+
+
+class HealthTestFailure(SourceError):
+    """A health test tripped: the source is no longer trusted and is disabled at once."""
+
+
+# ---------------------------------------------------------------- SP 800-90B health tests
+#
+# Both tests look for a noise source that has become stuck or strongly biased
+# relative to the entropy H (bits per sample) it is assessed at, with a false
+# alarm probability alpha per sample.  The cut-offs are those of SP 800-90B
+# section 4.4.1 and 4.4.2.
+
+
+def rct_cutoff(h: float, alpha: float) -> int:
+    """Repetition count test: C identical samples in a row trip it.  C = 1 + ceil(-log2(alpha) / H)."""
+    if not h > 0:
+        raise ValueError("entropy per sample must be positive")
+    return 1 + math.ceil(-math.log2(alpha) / h)
+
+
+def apt_cutoff(h: float, alpha: float, window: int = 512) -> int:
+    """Adaptive proportion test: C copies of a window's first sample within the window trip it.
+
+    C = 1 + CRITBINOM(W, 2^-H, 1 - alpha): the smallest C with P(X >= C) <= alpha
+    for X ~ Binomial(W, 2^-H).  The tail is summed from the top in log space
+    (lgamma), so it neither overflows nor needs scipy.  W + 1 means the test
+    can never trip (the claimed H is too small for this window).
+    """
+    if not h > 0:
+        raise ValueError("entropy per sample must be positive")
+    p = 2.0 ** -h
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_wfact = math.lgamma(window + 1)
+    tail = 0.0  # P(X >= k + 1) before adding pmf(k)
+    for k in range(window, -1, -1):
+        tail += math.exp(log_wfact - math.lgamma(k + 1) - math.lgamma(window - k + 1)
+                         + k * log_p + (window - k) * log_q)
+        if tail > alpha:
+            return k + 1
+    return 0
+
+
+class RepetitionCountTest:
+    """SP 800-90B 4.4.1: fail when one value repeats `cutoff` times in a row."""
+
+    def __init__(self, cutoff: int):
+        self.cutoff = cutoff
+        self.failed = False
+        self._last: object = None
+        self._count = 0
+
+    def feed(self, x) -> None:
+        if self._count and x == self._last:
+            self._count += 1
+            if self._count >= self.cutoff:
+                self.failed = True
+                raise HealthTestFailure(f"repetition count test: {self._count} identical samples in a row "
+                                        f"(cut-off {self.cutoff})")
+        else:
+            self._last, self._count = x, 1
+
+
+class AdaptiveProportionTest:
+    """SP 800-90B 4.4.2: fail when a window's first value occurs `cutoff` times among its `window` samples."""
+
+    def __init__(self, cutoff: int, window: int = 512):
+        self.cutoff = cutoff
+        self.window = window
+        self.failed = False
+        self._first: object = None
+        self._count = 0
+        self._seen = 0  # samples of the current window so far (0: the next sample opens one)
+
+    def feed(self, x) -> None:
+        if self._seen == 0:
+            self._first, self._count, self._seen = x, 1, 1
+            return
+        self._seen += 1
+        if x == self._first:
+            self._count += 1
+            if self._count >= self.cutoff:
+                self.failed = True
+                raise HealthTestFailure(f"adaptive proportion test: {self._count} of {self._seen} samples "
+                                        f"equal (cut-off {self.cutoff} in {self.window})")
+        if self._seen >= self.window:
+            self._seen = 0
+
+
+class HealthTests:
+    """Both continuous tests for a source assessed at `h` bits per sample, alpha = 2^-alpha_exp."""
+
+    def __init__(self, h: float, alpha_exp: int = 20, window: int = 512):
+        alpha = 2.0 ** -alpha_exp
+        self.h = h
+        self.alpha_exp = alpha_exp
+        self.rct = RepetitionCountTest(rct_cutoff(h, alpha))
+        self.apt = AdaptiveProportionTest(apt_cutoff(h, alpha, window), window)
+
+    @property
+    def failed(self) -> bool:
+        return self.rct.failed or self.apt.failed
+
+    def feed(self, samples: Iterable) -> None:
+        """Run every sample through both tests; raises HealthTestFailure at the first trip."""
+        if self.failed:
+            raise HealthTestFailure("health tests failed earlier")
+        rct, apt = self.rct.feed, self.apt.feed
+        for x in samples:
+            rct(x)
+            apt(x)
+
+    def stats(self) -> dict:
+        return {"h": round(self.h, 4), "rct_cutoff": self.rct.cutoff, "apt_cutoff": self.apt.cutoff,
+                "apt_window": self.apt.window, "alpha_exp": self.alpha_exp}
+
+
+def mcv_min_entropy(samples: Sequence) -> float:
+    """SP 800-90B 6.3.1 most-common-value estimate, bits per sample (99% upper bound on p_max)."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    p_hat = max(collections.Counter(samples).values()) / n
+    p_u = min(1.0, p_hat + 2.576 * math.sqrt(p_hat * (1.0 - p_hat) / (n - 1)))
+    return max(0.0, -math.log2(p_u))
+
+
+# ---------------------------------------------------------------- sources
+
+
+class Source:
+    """One way to collect entropy.  Subclasses implement `collect()`; gather keeps the books."""
+
+    kind = "source"
+
+    def __init__(self, name: str, interval: float, cap_bits: float, timeout: float = COLLECT_TIMEOUT):
+        self.name = name
+        self.interval = float(interval)
+        self.cap_bits = float(cap_bits)
+        self.timeout = float(timeout)
+        self.disabled = False
+        self.healthy = True
+        self.disabled_reason: str | None = None
+        self.samples = 0
+        self.credited_bits = 0.0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self._last_digest: bytes | None = None
+
+    def collect(self) -> Sample:
+        """Collect one sample (blocking; runs in a worker thread; may raise)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop a collect that gather has given up on (a no-op unless the source runs a process)."""
+
+    def _changed(self, payload: bytes) -> bool:
+        """Whether `payload` differs from the previous one: a repeat is mixed in but never credited."""
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        changed = digest != self._last_digest
+        self._last_digest = digest
+        return changed
+
+    def stats(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "enabled": not self.disabled,
+            "healthy": self.healthy,
+            "samples": self.samples,
+            "credited_bits": round(self.credited_bits, 3),
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+            "disabled_reason": self.disabled_reason,
+            "interval": self.interval,
+            "cap_bits": self.cap_bits,
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def kernel_ready() -> bool:
+    """Whether the kernel's CRNG is initialised: getrandom(1, GRND_NONBLOCK) succeeds.
+
+    Without getrandom (very old kernels, seccomp filters) readiness cannot be
+    told, and we answer False: kernel bytes are then mixed but not credited.
+    """
+    try:
+        os.getrandom(1, os.GRND_NONBLOCK)
+    except (AttributeError, OSError):  # BlockingIOError: not ready yet; ENOSYS: no getrandom
+        return False
+    return True
+
+
+class KernelSource(Source):
+    """getrandom() output: full credit once the kernel says its generator is seeded, none before.
+
+    os.urandom() is getrandom() without blocking; before the CRNG is ready it
+    may return output of an unseeded generator, which is why readiness is
+    checked first and nothing is credited without it.
+    """
+
+    kind = "kernel"
+
+    def __init__(self, nbytes: int = 32, interval: float = 60.0, name: str = "kernel"):
+        self.nbytes = max(1, min(int(nbytes), 256))  # getrandom fills up to 256 bytes in one call
+        super().__init__(name, interval, 8 * self.nbytes)
+        self.ready = False
+
+    def collect(self) -> Sample:
+        self.ready = kernel_ready()
+        data = os.urandom(self.nbytes)
+        return Sample(data, 8.0 * len(data) if self.ready else 0.0)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "kernel_ready": self.ready, "bytes": self.nbytes}
+
+
+def seed_from_kernel(pool, nbytes: int = 32) -> bool:
+    """Add `nbytes` from the kernel to `pool` before anything is served; credited only if the kernel is ready."""
+    ready = kernel_ready()
+    data = os.urandom(nbytes)
+    bits = 8.0 * len(data) if ready else 0.0
+    pool.add("kernel", data, bits)
+    log.debug("kernel seed: %d bytes, %.2f bits credited%s", len(data), bits,
+              "" if ready else " (kernel generator not ready)")
+    return ready
+
+
+# ---- system statistics
+
+_Q = struct.Struct("<Q").pack
+_D = struct.Struct("<d").pack
+_STAMP = struct.Struct("<QQ").pack
+
+
+def _pack(out: bytearray, value) -> None:
+    """Append `value` (psutil's numbers, named tuples, dicts, lists) as compact binary.
+
+    Packing rather than repr() keeps the byte count, on which the credit is
+    based, close to the information actually present.
+    """
+    if value is None:
+        out.append(0xFF)
+    elif isinstance(value, bool):
+        out.append(value)
+    elif isinstance(value, int):
+        out += _Q(value & _MASK64)
+    elif isinstance(value, float):
+        out += _D(value)
+    elif isinstance(value, str):
+        out += value.encode("utf-8", "replace") + b"\0"
+    elif isinstance(value, (bytes, bytearray)):
+        out += value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _pack(out, k)
+            _pack(out, v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _pack(out, v)
+    else:
+        _pack(out, repr(value))
+
+
+_PROCESS_ATTRS = ["pid", "ppid", "cpu_times", "memory_info", "num_ctx_switches", "create_time"]
+
+
+def _process_table() -> list:
+    # process_iter with an attrs list reads each /proc/PID once per attribute
+    # group and skips processes that vanish; about 50 us a process here.
+    table = []
+    for proc in psutil.process_iter(_PROCESS_ATTRS, ad_value=None):
+        info = proc.info
+        table.append([info[a] for a in _PROCESS_ATTRS])
+    return table
+
+
+_SYSTEM_PROBES: list[tuple[str, Callable[[], object]]] = [
+    ("cpu_times", lambda: psutil.cpu_times(percpu=True)),
+    ("cpu_stats", lambda: psutil.cpu_stats()),
+    ("cpu_freq", lambda: psutil.cpu_freq(percpu=True)),
+    ("loadavg", lambda: os.getloadavg()),
+    ("virtual_memory", lambda: psutil.virtual_memory()),
+    ("swap_memory", lambda: psutil.swap_memory()),
+    ("disk_io", lambda: psutil.disk_io_counters(perdisk=True)),
+    ("net_io", lambda: psutil.net_io_counters(pernic=True)),
+    ("processes", _process_table),
+    ("boot_time", lambda: psutil.boot_time()),
+    ("users", lambda: psutil.users()),
+    ("temperatures", lambda: psutil.sensors_temperatures()),
+    ("fans", lambda: psutil.sensors_fans()),
+    ("battery", lambda: psutil.sensors_battery()),
+]
+
+
+class SystemSource(Source):
+    """A snapshot of system statistics (psutil), each part time-stamped in nanoseconds.
+
+    Credit: 1 bit per 64 bytes, at most 8 bits a sample.  Nearly everything in
+    the snapshot can be read by any local user (it is what ps and /proc show),
+    and much of it changes slowly; what an observer cannot reproduce exactly
+    is the nanosecond at which each part was read and the counters' low-order
+    digits at that instant.  That is worth a few bits, not kilobytes' worth:
+    PRNGD credited statistics at a fraction of a bit per byte, and we cap the
+    sample so a large process table does not inflate the claim.  At the
+    default 17 s interval this is under half a bit a second.
+    """
+
+    kind = "system"
+
+    def __init__(self, interval: float = 17.0, name: str = "system",
+                 probes: Sequence[tuple[str, Callable[[], object]]] = tuple(_SYSTEM_PROBES)):
+        super().__init__(name, interval, SYSTEM_CAP_BITS)
+        self._probes = list(probes)
+        self.missing: set[str] = set()  # probes this platform does not have
+
+    def collect(self) -> Sample:
+        out = bytearray()
+        for name, probe in self._probes:
+            if name in self.missing:
+                continue
+            out += _STAMP(time.perf_counter_ns(), time.time_ns())
+            try:
+                _pack(out, probe())
+            except (AttributeError, NotImplementedError):
+                self.missing.add(name)
+            except Exception:  # containers hide /sys and /proc parts; a part failing is not a failure
+                out.append(0xFE)
+        out += _STAMP(time.perf_counter_ns(), time.time_ns())
+        data = bytes(out)
+        bits = min(self.cap_bits, len(data) / SYSTEM_BYTES_PER_BIT)
+        return Sample(data, bits)
+
+
+# ---- CPU timing jitter
+
+def _fold(delta: int) -> int:
+    """XOR-fold a time delta into one byte: keeps the variation wherever the timer's resolution puts it."""
+    d = delta & _MASK64
+    d ^= d >> 32
+    d ^= d >> 16
+    d ^= d >> 8
+    return d & 0xFF
+
+
+class JitterSource(Source):
+    """Time deltas of a small CPU-bound loop, measured with perf_counter_ns.
+
+    The loop's duration varies with caches, interrupts, frequency scaling and
+    the other threads contending for the interpreter.  At the first collect,
+    1024 deltas are measured (SP 800-90B's start-up test length) and their
+    most-common-value estimate H, taken as at most 1 bit a delta, becomes the
+    assessed entropy on which the health tests' cut-offs are computed; a
+    timer too coarse to show any variation fails there.  Every sample then
+    holds 512 deltas (one adaptive-proportion window), each folded to a byte
+    symbol and run through both health tests.
+
+    Credit: deltas * min(H of this sample, assessed H) / 16, at most 32 bits.
+    The MCV estimate treats the deltas as independent, which they are not
+    (they drift together with the machine's load and clock), hence the
+    factor 16.  The cap is reached on an ordinary machine; the estimate
+    matters where the timer is coarse and the credit must fall.
+    """
+
+    kind = "jitter"
+    STARTUP = 1024
+    DELTAS = 512
+    MAX_H = 1.0  # bits a delta: the most we assess, and what the health tests then check
+    MIN_H = 0.05  # below this the timer shows no usable variation
+    DERATE = 16
+    LOOP = 16
+
+    def __init__(self, interval: float = 60.0, alpha_exp: int = 20, name: str = "jitter",
+                 timer: Callable[[], int] = time.perf_counter_ns):
+        super().__init__(name, interval, JITTER_CAP_BITS)
+        self.alpha_exp = alpha_exp
+        self._timer = timer
+        self.health: HealthTests | None = None
+        self.h_assessed: float | None = None
+        self.h_last: float | None = None
+
+    def _measure(self, n: int) -> list[int]:
+        timer = self._timer
+        deltas = [0] * n
+        x = 0x9E3779B97F4A
+        prev = timer()
+        for i in range(n):
+            for _ in range(self.LOOP):
+                x = (x * 0x5DEECE66D + 11) & 0xFFFFFFFFFFFF
+            now = timer()
+            deltas[i] = now - prev
+            prev = now
+        return deltas
+
+    def _startup(self) -> list[int]:
+        deltas = self._measure(self.STARTUP)
+        symbols = [_fold(d) for d in deltas]
+        h = mcv_min_entropy(symbols)
+        self.h_assessed = h
+        if h < self.MIN_H:
+            raise HealthTestFailure(f"start-up: timer shows no jitter (MCV estimate {h:.3f} bits a delta)")
+        self.health = HealthTests(min(h, self.MAX_H), self.alpha_exp)
+        self.health.feed(symbols)
+        return deltas
+
+    def collect(self) -> Sample:
+        earlier = self._startup() if self.health is None else []
+        deltas = self._measure(self.DELTAS)
+        symbols = [_fold(d) for d in deltas]
+        self.health.feed(symbols)
+        self.h_last = mcv_min_entropy(symbols)
+        h = min(self.h_last, self.health.h)
+        bits = min(self.cap_bits, len(deltas) * h / self.DERATE)
+        every = earlier + deltas
+        data = struct.pack(f"<{len(every)}I", *(d & 0xFFFFFFFF for d in every))
+        return Sample(data, bits)
+
+    def stats(self) -> dict:
+        extra = {"h_assessed": None if self.h_assessed is None else round(self.h_assessed, 4),
+                 "h_last": None if self.h_last is None else round(self.h_last, 4)}
+        if self.health is not None:
+            extra["health"] = self.health.stats()
+        return {**super().stats(), **extra}
+
+
+# ---- external commands
+
+# The environment commands run in: a fixed PATH and the C locale, nothing inherited.
+_COMMAND_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+class CommandSource(Source):
+    """An external command's output, PRNGD's way: no shell, a timeout, an output cap.
+
+    The command runs in its own session, so at the timeout (or when gather
+    gives up on it) the whole process group is killed with SIGKILL, children
+    included.  Its stdout is read up to `max_output` bytes; reaching the cap
+    ends the run early and is not an error.  A non-zero exit or a timeout is a
+    failure.  Credit: `rate` bits per byte of output as documented (PRNGD's
+    code credits 8 times that; we do not), at most 16 bits a run, and nothing
+    when the output is identical to the previous run's.
+    """
+
+    kind = "command"
+
+    def __init__(self, argv: Sequence[str], rate: float, name: str = "", interval: float = 49.0,
+                 timeout: float = 25.0, max_output: int = 100_000):
+        self.argv = tuple(argv)
+        self.rate = max(0.0, min(float(rate), 8.0))
+        self.command_timeout = float(timeout)
+        self.max_output = int(max_output)
+        super().__init__(name or f"command:{os.path.basename(self.argv[0])}", interval, COMMAND_CAP_BITS,
+                         timeout=self.command_timeout + COMMAND_GRACE)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        # The child leads its own process group (start_new_session), and it is
+        # not reaped yet, so its pid cannot have been reused: killing the group
+        # reaches exactly the command and whatever it started.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # a setuid command: kill what we may
+            proc.kill()
+
+    def abort(self) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.returncode is None:
+                self._kill(proc)
+
+    def collect(self) -> Sample:
+        start = time.perf_counter_ns()
+        deadline = time.monotonic() + self.command_timeout
+        proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+                                env=_COMMAND_ENV)
+        with self._lock:
+            self._proc = proc
+        log.debug("%s: running %s (pid %d)", self.name, self.argv[0], proc.pid)
+        out = bytearray()
+        timed_out = truncated = False
+        try:
+            fd = proc.stdout.fileno()
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                while True:
+                    if len(out) >= self.max_output:
+                        truncated = True
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        timed_out = True
+                        break
+                    if not sel.select(left):
+                        continue
+                    chunk = os.read(fd, min(65536, self.max_output - len(out)))
+                    if not chunk:
+                        break
+                    out += chunk
+            if not (timed_out or truncated):
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:  # closed its stdout but did not exit
+                    timed_out = True
+        finally:
+            with self._lock:
+                if proc.returncode is None:  # not reaped, so the group id is still ours
+                    if timed_out or truncated or proc.poll() is None:
+                        self._kill(proc)
+            proc.stdout.close()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel; Popen reaps it later
+                pass
+            with self._lock:
+                self._proc = None
+        if timed_out:
+            raise SourceError(f"timed out after {self.command_timeout:g} s; killed")
+        if proc.returncode != 0 and not truncated:
+            raise SourceError(f"exit status {proc.returncode}")
+        output = bytes(out)
+        bits = min(self.cap_bits, self.rate * len(output)) if self._changed(output) else 0.0
+        return Sample(output + _STAMP(start, time.perf_counter_ns()), bits)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "argv": list(self.argv), "rate": self.rate}
+
+
+# Used when no commands are configured: those present on this machine.  The
+# rates (bits per byte of output) are OpenSSH's ssh_prng_cmds, which took
+# PRNGD's list and lowered the figures; Linux spellings where they differ.
+DEFAULT_COMMANDS: list[tuple[str, tuple[str, ...], float]] = [
+    ("ps", ("ps", "laxww"), 0.003),
+    ("netstat", ("netstat", "-an"), 0.005),
+    ("ss", ("ss", "-an"), 0.005),
+    ("netstat-in", ("netstat", "-in"), 0.010),
+    ("vmstat", ("vmstat",), 0.010),
+    ("df", ("df",), 0.010),
+    ("w", ("w",), 0.005),
+    ("last", ("last",), 0.001),
+    ("ipcs", ("ipcs", "-a"), 0.001),
+    ("uptime", ("uptime",), 0.001),
+]
+
+
+def default_commands() -> list[tuple[str, tuple[str, ...], float]]:
+    """The default commands found on this machine, as (name, argv with full path, rate)."""
+    found = []
+    have_netstat = shutil.which("netstat", path=_COMMAND_ENV["PATH"]) is not None
+    for name, argv, rate in DEFAULT_COMMANDS:
+        if name == "ss" and have_netstat:
+            continue  # one socket listing is enough
+        path = shutil.which(argv[0], path=_COMMAND_ENV["PATH"])
+        if path:
+            found.append((name, (path, *argv[1:]), rate))
+    return found
+
+
+# ---- files and devices
+
+class FileSource(Source):
+    """Up to `max_bytes` of a file or device (not prngd.config.FileSource, which describes one).
+
+    Opened non-blocking, so a device with nothing to give (a hardware RNG
+    without a backend) fails the sample rather than holding a thread forever;
+    a missing file is a failure like any other, backed off and eventually
+    disabled.  Credit: `rate` bits per byte read, as configured, at most 8;
+    nothing when the content is the same as last time.  A file claimed to
+    carry at least 1 bit per byte is treated as a raw noise source: its bytes
+    run through the health tests with H = rate.
+    """
+
+    kind = "file"
+    WAIT = 2.0  # how long to wait for a device that has no data yet
+
+    def __init__(self, path: str, rate: float, max_bytes: int = 4096, name: str = "",
+                 interval: float = 60.0, alpha_exp: int = 20):
+        self.path = path
+        self.rate = max(0.0, min(float(rate), 8.0))
+        self.max_bytes = max(1, int(max_bytes))
+        super().__init__(name or f"file:{path}", interval, self.rate * self.max_bytes)
+        self.health = HealthTests(self.rate, alpha_exp) if self.rate >= 1.0 else None
+
+    def _read(self) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            out = bytearray()
+            deadline = time.monotonic() + self.WAIT
+            while len(out) < self.max_bytes:
+                try:
+                    chunk = os.read(fd, self.max_bytes - len(out))
+                except BlockingIOError:
+                    if out or time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.01)  # devices without poll(): short waits, bounded by WAIT
+                    continue
+                if not chunk:
+                    break
+                out += chunk
+            return bytes(out)
+        finally:
+            os.close(fd)
+
+    def collect(self) -> Sample:
+        data = self._read()
+        if not data:
+            raise SourceError(f"{self.path}: nothing to read")
+        if self.health is not None:
+            self.health.feed(data)
+        bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
+        return Sample(data, bits)
+
+    def stats(self) -> dict:
+        extra = {"path": self.path, "rate": self.rate}
+        if self.health is not None:
+            extra["health"] = self.health.stats()
+        return {**super().stats(), **extra}
+
+
+def build_sources(settings) -> list[Source]:
+    """The sources a prngd.config.Settings asks for, in the order they are first sampled."""
+    sources: list[Source] = []
+    if settings.kernel:
+        sources.append(KernelSource(settings.kernel_bytes, settings.kernel_interval))
+    if settings.system:
+        sources.append(SystemSource(settings.system_interval))
+    if settings.jitter:
+        sources.append(JitterSource(settings.jitter_interval, settings.jitter_alpha_exp))
+    if settings.commands:
+        commands = [(c.name or os.path.basename(c.argv[0]), c.argv, c.rate) for c in settings.commands]
+    else:
+        commands = default_commands()
+    for name, argv, rate in commands:
+        sources.append(CommandSource(argv, rate, f"command:{name}", settings.command_interval,
+                                     settings.command_timeout, settings.command_max_output))
+    for f in settings.files:
+        sources.append(FileSource(f.path, f.rate, f.max_bytes, f"file:{f.name or f.path}",
+                                  settings.file_interval, settings.jitter_alpha_exp))
+    seen: dict[str, int] = {}
+    for s in sources:  # names key the pool's accounting and the status output: keep them unique
+        n = seen.get(s.name, 0) + 1
+        seen[s.name] = n
+        if n > 1:
+            s.name = f"{s.name}#{n}"
+    return sources
+
+
+# ---------------------------------------------------------------- gathering
+
+
+def _backoff(source: Source) -> float:
+    return min(source.interval * 2.0 ** source.consecutive_failures, max(source.interval, MAX_BACKOFF))
+
+
+def _disable(source: Source, reason: str, healthy: bool = True) -> None:
+    if source.disabled:
+        return
+    source.disabled = True
+    source.disabled_reason = reason
+    if not healthy:
+        source.healthy = False
+    log.warning("source %s disabled: %s", source.name, reason)
+
+
+def _failed(source: Source, error: str) -> None:
+    source.failures += 1
+    source.consecutive_failures += 1
+    source.last_error = error
+    if source.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+        _disable(source, f"{source.consecutive_failures} failures in a row, the last: {error}")
+    else:
+        log.debug("source %s failed (%s); next try in %.0f s", source.name, error, _backoff(source))
+
+
+async def _collect_once(pool, source: Source, limiter: trio.CapacityLimiter) -> bool:
+    """Collect one sample in a worker thread and add it to the pool; False if it failed."""
+    sample = None
+    try:
+        with trio.move_on_after(source.timeout):
+            sample = await trio.to_thread.run_sync(source.collect, abandon_on_cancel=True, limiter=limiter)
+    except HealthTestFailure as exc:
+        source.last_error = f"health test: {exc}"
+        _disable(source, f"health test failed: {exc}", healthy=False)
+        return False
+    except Exception as exc:
+        _failed(source, f"{type(exc).__name__}: {exc}" if not isinstance(exc, SourceError) else str(exc))
+        return False
+    finally:
+        if sample is None:  # timed out, failed or cancelled: make sure no command outlives it
+            source.abort()
+    if sample is None:
+        _failed(source, f"no sample within {source.timeout:g} s")
+        return False
+    bits = max(0.0, min(float(sample.bits), source.cap_bits, 8.0 * len(sample.data)))
+    pool.add(source.name, sample.data, bits)
+    source.samples += 1
+    source.credited_bits += bits
+    source.consecutive_failures = 0
+    log.debug("%s: %d bytes, %.2f bits credited", source.name, len(sample.data), bits)
+    return True
+
+
+def _low(pool, low_water: int) -> bool:
+    return pool.entropy_bits < low_water
+
+
+async def _wait(pool, delay: float, low_water: int, hurry: bool) -> None:
+    """Sleep `delay` seconds; if `hurry`, stop at a quarter boundary while the pool is below low water."""
+    start = trio.current_time()
+    if not hurry:
+        await trio.sleep_until(start + delay)
+        return
+    for quarter in (1, 2, 3):
+        await trio.sleep_until(start + delay * quarter / 4)
+        if _low(pool, low_water):
+            return
+    await trio.sleep_until(start + delay)
+
+
+async def _run_source(pool, source: Source, low_water: int) -> None:
+    limiter = trio.CapacityLimiter(1)  # one collect at a time; an abandoned one keeps its token
+    while not source.disabled:
+        ok = await _collect_once(pool, source, limiter)
+        if source.disabled:
+            return
+        await _wait(pool, source.interval if ok else _backoff(source), low_water, hurry=ok)
+
+
+async def _run_commands(pool, commands: list[Source], interval: float, low_water: int) -> None:
+    """PRNGD's way with commands: one at a time, in turn, one every `interval` seconds."""
+    limiters = {id(c): trio.CapacityLimiter(1) for c in commands}
+    retry_at = {id(c): 0.0 for c in commands}
+
+    async def run(cmd: Source) -> None:
+        if not await _collect_once(pool, cmd, limiters[id(cmd)]):
+            retry_at[id(cmd)] = trio.current_time() + _backoff(cmd)
+
+    for cmd in commands:  # each once at start, still one at a time
+        await run(cmd)
+    turn = 0
+    while True:
+        await _wait(pool, interval, low_water, hurry=True)
+        live = [c for c in commands if not c.disabled]
+        if not live:
+            return
+        now = trio.current_time()
+        for _ in range(len(commands)):
+            cmd = commands[turn % len(commands)]
+            turn += 1
+            if not cmd.disabled and retry_at[id(cmd)] <= now:
+                await run(cmd)
+                break
+
+
+async def gather(pool, sources: Sequence[Source], settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Feed `pool` from `sources` until cancelled.  Nothing here blocks the trio thread.
+
+    Every source is sampled once at start and then on its interval; commands
+    take turns.  Exceptions from sources are logged and counted, never raised.
+    """
+    low_water = settings.low_water_bits
+    commands = [s for s in sources if s.kind == "command"]
+    others = [s for s in sources if s.kind != "command"]
+    task_status.started()
+    async with trio.open_nursery() as nursery:
+        for source in others:
+            nursery.start_soon(_run_source, pool, source, low_water, name=f"gather:{source.name}")
+        if commands:
+            nursery.start_soon(_run_commands, pool, commands, settings.command_interval, low_water,
+                               name="gather:commands")
+    await trio.sleep_forever()  # every source is disabled; stay until cancelled, as the server expects
