@@ -416,3 +416,27 @@ def test_read_only_directory_as_unprivileged_user():
         assert [n for n in os.listdir(d) if n.endswith(".tmp")] == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- with the real pool
+
+def test_with_real_pool(tmp_path):
+    """A credited seed seeds a fresh pool; copies of one seed give different output."""
+    pool_mod = pytest.importorskip("prngd.pool")
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_seed(a)
+    shutil.copy(a, b)
+    outs = []
+    for path in (a, b):
+        pool = pool_mod.Pool(os_random=lambda n: bytes(n))  # no OS randomness: only seed + context
+        assert not pool.seeded
+        state = load_and_replace(str(path), pool)
+        assert state.credited_bits == 256 and pool.seeded
+        assert parse(path.read_bytes()).credit
+        outs.append(pool.read(64))
+    assert outs[0] != outs[1]
+    # an unseeded, uncredited start still replaces the seed, marked no-credit
+    pool = pool_mod.Pool(os_random=lambda n: bytes(n))
+    make_seed(a, credit=False)
+    load_and_replace(str(a), pool)
+    assert not pool.seeded and parse(a.read_bytes()).credit is False
