@@ -1,0 +1,58 @@
+"""Signals on a real daemon: SIGHUP reloads, SIGTERM stops cleanly with the seed saved, SIGUSR1 reports."""
+
+import os
+import signal
+
+from conftest import connect, egd_read, recv_exact
+
+QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
+
+
+def test_sighup_picks_up_a_changed_setting_and_keeps_connections(start_daemon, tmp_path):
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 1\n")
+    cfg = d.args[d.args.index("-c") + 1]
+    with connect(d.socket) as kept:
+        kept.sendall(b"\x02\x01")
+        recv_exact(kept, 1)
+        with connect(d.socket) as extra:
+            assert extra.recv(1) == b""  # over the limit: closed at once
+        with open(cfg, "w") as f:
+            f.write(QUIET + "[prngd]\nmax_connections = 3\n")
+        d.signal(signal.SIGHUP)
+        d.wait_for_line("configuration reloaded")
+        with connect(d.socket) as extra:  # the new limit is in force
+            extra.sendall(b"\x02\x05")
+            assert len(recv_exact(extra, 5)) == 5
+        kept.sendall(b"\x02\x05")  # and the old connection survived the reload
+        assert len(recv_exact(kept, 5)) == 5
+
+
+def test_sighup_with_a_broken_file_keeps_the_old_settings(start_daemon):
+    d = start_daemon(config=QUIET)
+    cfg = d.args[d.args.index("-c") + 1]
+    with open(cfg, "a") as f:
+        f.write("[bogus]\n")
+    d.signal(signal.SIGHUP)
+    d.wait_for_line("reload failed")
+    assert len(egd_read(d.socket, 8)) == 8
+
+
+def test_sigusr1_logs_statistics(start_daemon):
+    d = start_daemon(config=QUIET)
+    egd_read(d.socket, 100)
+    d.signal(signal.SIGUSR1)
+    line = d.wait_for_line("INFO: statistics: ")
+    assert "'bytes_served': 100" in line
+
+
+def test_sigterm_saves_the_seed_and_removes_the_socket(start_daemon, tmp_path):
+    seed = tmp_path / "state" / "seed"
+    d = start_daemon(config=QUIET, seed=seed)
+    written_at_start = seed.read_bytes()
+    egd_read(d.socket, 32)
+    d.signal(signal.SIGTERM)
+    assert d.stop() == 0
+    assert not os.path.exists(d.socket)
+    assert not os.path.exists(d.socket + ".admin")
+    assert seed.read_bytes() != written_at_start  # saved again at stop
+    assert oct(seed.stat().st_mode & 0o777) == oct(0o600)
