@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 4096  # bytes a request line plus headers may take
 READ_TIMEOUT = 5.0  # seconds a peer has to send its request head
 WRITE_TIMEOUT = 5.0  # seconds a peer has to take the response
+DRAIN_TIMEOUT, DRAIN_LIMIT = 1.0, 1 << 16  # unread input taken before closing
 MAX_RESPONSE = 16 << 20  # what the client side reads at most
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -108,6 +109,18 @@ async def _read_head(stream: trio.abc.ReceiveStream) -> tuple[bytes, int | None]
     return buf, 408
 
 
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    """Read what the peer still sends, briefly, before closing: closing a socket with
+    unread input resets the connection, and the peer could lose the response."""
+    with trio.move_on_after(DRAIN_TIMEOUT):
+        left = DRAIN_LIMIT
+        while left > 0:
+            chunk = await stream.receive_some(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+
+
 async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict]) -> None:
     try:
         try:
@@ -115,6 +128,8 @@ async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict]) -> 
             reply = respond(head, get_status) if error is None else _error(error)
             with trio.move_on_after(WRITE_TIMEOUT):
                 await stream.send_all(reply)
+                await stream.send_eof()
+            await _drain(stream)
         finally:
             await trio.aclose_forcefully(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -227,7 +242,8 @@ def render_metrics(status: dict) -> str:
     conns = status.get("connections") or {}
     m.family("prngd_connections", "gauge", "Open EGD connections.", [({"state": "current"}, conns.get("current"))])
     m.one("prngd_connections_max", "gauge", "Open EGD connections allowed at once.", conns.get("max"))
-    m.one("prngd_connections_total", "counter", "EGD connections accepted.", conns.get("total"))
+    # Not prngd_connections_total: with the gauge above it would make one family of two types.
+    m.one("prngd_connections_accepted_total", "counter", "EGD connections accepted.", conns.get("total"))
     m.one("prngd_connections_rejected_total", "counter", "EGD connections refused for being over the limit.",
           conns.get("rejected"))
 
