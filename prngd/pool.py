@@ -27,17 +27,26 @@
 # request (longer reads are several requests), optional prediction
 # resistance (every request first reseeds from os_random).
 #
-# Reseed. The accumulator is finalised to a 64-byte digest D and restarted.
-#   chacha20:  K' = BLAKE2b-256(key = K, msg = u8(len(L)) || L || D),
-#              L = "prngd pool reseed"; the buffer is zeroed.
-#   hmac-drbg: HMAC_DRBG_Reseed(entropy_input = D, additional_input = L).
-# Keyed BLAKE2b is a PRF in K (an attacker who knows D but not K learns
-# nothing of K') and a strong hash of D (an attacker who knows K but not D
-# must guess D), so a reseed with enough fresh entropy locks out someone who
-# had stolen the state. A reseed happens when the pool becomes seeded, when
-# reseed_bits of newly credited entropy have arrived, when reseed_interval
-# seconds have passed (checked in read; both only once seeded), in a child
-# after fork(), and on demand.
+# Keying. One KDF serves every change of the ChaCha20 key:
+#   KDF(K, L, M) = BLAKE2b-256(key = K, msg = u8(len(L)) || L || M).
+#   start:     chacha20:  K = KDF(0^32, "prngd pool init", os_random(32)).
+#              hmac-drbg: Instantiate(os_random(32), nonce = os_random(16),
+#                         personalization = "prngd pool hmac-drbg").
+#   reseed:    the accumulator is finalised to a 64-byte digest D, and restarted;
+#              chacha20:  K = KDF(K, "prngd pool reseed", D), buffer zeroed;
+#              hmac-drbg: Reseed(entropy_input = D, additional = "prngd pool reseed").
+#   fork:      in the child, with P = "prngd pool fork" || u64le(getpid()):
+#              chacha20:  K = KDF(K, P, os_random(32)), buffer zeroed;
+#              hmac-drbg: Reseed(entropy_input = os_random(32), additional = P).
+# Keyed BLAKE2b is a PRF under K (knowing D without K tells nothing of the
+# new K) and a strong hash of D (knowing K without D means guessing D), so
+# the new key is secret if either input is, and a reseed with enough fresh
+# entropy locks out someone who had stolen the state.
+#
+# When. A reseed happens when the pool becomes seeded, when reseed_bits of
+# newly credited entropy have arrived, when reseed_interval seconds have
+# passed (checked in read; both only once seeded), in a child after fork()
+# (os.register_at_fork), and on demand.
 #
 # Guarantees:
 #  - Backtracking resistance: once read() returns, the key that produced its
@@ -45,7 +54,7 @@
 #    still waiting in the buffer are future output, at most buffer_size - 32
 #    of them; a reseed zeroes them.)
 #  - Fork safety: a child mixes its pid and fresh os_random bytes into the
-#    key, and drops the buffer, before its first read.
+#    key, and drops the buffer, before fork() returns in it.
 #  - Never blocks. read() raises NotSeeded until seed_bits credited bits have
 #    arrived, unless allow_unseeded=True (output then rests on os_random).
 #  - With os_random and clock injected, everything is deterministic.
