@@ -74,7 +74,6 @@ def test_crash_at_random_moments(start_daemon, tmp_path):
     new_seed(path)
     firsts: list[bytes] = []
     previous = path.read_bytes()
-    t0 = time.monotonic()
     for rnd in range(50):
         fast = rnd % 2 == 1  # every other round saves every 10..50 ms, so some kills land mid-save
         config = NO_KERNEL if rnd % 3 == 0 else ""
@@ -99,7 +98,6 @@ def test_crash_at_random_moments(start_daemon, tmp_path):
     # temp files of killed saves are cleaned at the next start: at most the last one remains
     leftovers = [n for n in os.listdir(path.parent) if n != "seed"]
     assert len(leftovers) <= 1, leftovers
-    assert time.monotonic() - t0 < 90
 
 
 def test_world_readable_seed_mixed_not_credited(start_daemon, tmp_path):
