@@ -311,7 +311,8 @@ class Daemon:
             admin_sock = self._open_admin()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._signals, nursery.cancel_scope)
+                # Installed before READY, so an early SIGTERM is a clean stop.
+                await nursery.start(self._signals, nursery.cancel_scope)
                 if self.pool.seeded:
                     self._seeded.set()
                 else:
@@ -447,8 +448,9 @@ class Daemon:
                     reported.add(st["name"])
                     log.warning("source %s is unhealthy: %s", st["name"], st.get("last_error"))
 
-    async def _signals(self, scope: trio.CancelScope) -> None:
+    async def _signals(self, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
+            task_status.started()
             async for sig in sigs:
                 if sig in (signal.SIGTERM, signal.SIGINT):
                     log.info("received %s, stopping", signal.Signals(sig).name)
