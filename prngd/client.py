@@ -26,11 +26,12 @@ import os
 import socket
 import sys
 import time
-from typing import Generator, Iterable
-
-import trio
+from typing import TYPE_CHECKING, Generator, Iterable
 
 from prngd import egd
+
+if TYPE_CHECKING:
+    import trio  # imported where used: the blocking tools start faster without it
 
 # A command reads more than 255 bytes with several requests, sent back to back;
 # at most this many go out before their replies are read, so neither side's
@@ -69,13 +70,13 @@ def _translate(exc: BaseException, address: egd.Address, doing: str) -> EGDError
     """The `EGDError` for an OS error met while `doing` something with `address`."""
     if isinstance(exc, EGDError):
         return exc
-    if isinstance(exc, (socket.timeout, trio.TooSlowError)):
+    if isinstance(exc, socket.timeout):
         return Timeout(f"{address}: no answer while {doing}")
     if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.errno == errno.ENOENT):
         return NoSocket(f"{address}: no such socket (is prngd running?)")
     if isinstance(exc, ConnectionRefusedError):
         return Refused(f"{address}: connection refused (nobody is listening)")
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, trio.BrokenResourceError, trio.ClosedResourceError)):
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return ShortReply(f"{address}: the server closed the connection while {doing}")
     if isinstance(exc, socket.gaierror):
         return EGDError(f"{address}: cannot resolve host: {exc.strerror}")
@@ -251,11 +252,15 @@ class AsyncEGDClient:
 
     @classmethod
     async def connect(cls, address: str | egd.Address, timeout: float | None = 10.0) -> AsyncEGDClient:
+        import trio
+
         a = _address(address)
         try:
             with trio.fail_after(_forever(timeout)):
                 sock = await _trio_connect(a)
-        except (OSError, trio.TooSlowError) as e:
+        except trio.TooSlowError:
+            raise Timeout(f"{a}: no answer while connecting") from None
+        except OSError as e:
             raise _translate(e, a, "connecting") from e
         return cls(trio.SocketStream(sock), a, timeout)
 
@@ -279,6 +284,8 @@ class AsyncEGDClient:
         return bytes(buf)
 
     async def _exchange(self, batch: list) -> list[bytes]:
+        import trio
+
         try:
             with trio.fail_after(_forever(self.timeout)):
                 await self._stream.send_all(b"".join(egd.encode_request(r) for r in batch))
@@ -292,7 +299,11 @@ class AsyncEGDClient:
                         reply = await self._recv_exact(size)
                     replies.append(_payload(req, reply))
                 return replies
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+        except trio.TooSlowError:
+            raise Timeout(f"{self.address}: no answer while waiting for a reply") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise ShortReply(f"{self.address}: the server closed the connection while waiting for a reply") from e
+        except OSError as e:
             raise _translate(e, self.address, "waiting for a reply") from e
 
     async def _run(self, op: Op):
@@ -325,6 +336,8 @@ def _forever(timeout: float | None) -> float:
 
 async def _trio_connect(a: egd.Address) -> trio.socket.SocketType:
     """A connected trio socket; for TCP, each resolved address in turn, raising the last error."""
+    import trio
+
     if a.is_unix:
         targets = [(socket.AF_UNIX, a.path)]
     else:
