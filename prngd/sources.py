@@ -42,6 +42,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Iterable, Sequence
 
 import psutil
@@ -94,7 +95,8 @@ def rct_cutoff(h: float, alpha: float) -> int:
     """Repetition count test: C identical samples in a row trip it.  C = 1 + ceil(-log2(alpha) / H)."""
     if not h > 0:
         raise ValueError("entropy per sample must be positive")
-    return 1 + math.ceil(-math.log2(alpha) / h)
+    # Exact rational division: a float quotient a hair off an integer would move C by one.
+    return 1 + math.ceil(Fraction(-math.log2(alpha)) / Fraction(h))
 
 
 def apt_cutoff(h: float, alpha: float, window: int = 512) -> int:
