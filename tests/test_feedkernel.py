@@ -1,0 +1,233 @@
+"""feed-kernel: the unprivileged path always (stand-in files), the real RNDADDENTROPY where this runs as root."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from prngd import client, feedkernel
+from prngd.feedkernel import RNDADDENTROPY, KernelFeeder
+
+
+class FakeEGD:
+    """Stands in for EGDClient: counts bytes out, claims `level` bits."""
+
+    def __init__(self, level: int = 4096, fail: bool = False):
+        self.level, self.fail, self.reads = level, fail, []
+
+    def __call__(self):  # the feeder's connect()
+        if self.fail:
+            raise client.Refused("127.0.0.1:1: connection refused (nobody is listening)")
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def read(self, n):
+        self.reads.append(n)
+        return bytes(i % 251 for i in range(n))
+
+    def entropy_level(self):
+        return self.level
+
+
+def denied(fd, request, arg, mutate=False):
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+class RecordingIoctl:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, fd, request, arg, mutate=False):
+        assert request == RNDADDENTROPY
+        count, size = struct.unpack_from("ii", arg)
+        self.calls.append((count, bytes(arg[8:8 + size])))
+        assert len(arg) == 8 + size
+        return 0
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    """Stand-ins for entropy_avail, write_wakeup_threshold and /dev/urandom."""
+    avail, threshold, urandom = tmp_path / "entropy_avail", tmp_path / "write_wakeup_threshold", tmp_path / "urandom"
+    avail.write_text("256\n")
+    threshold.write_text("256\n")
+    urandom.write_bytes(b"")
+    return {"entropy_avail": str(avail), "threshold": str(threshold), "urandom": str(urandom)}
+
+
+def test_ioctl_number_and_argument_layout():
+    # _IOW('R', 0x03, int[2]): direction write (1 << 30), size 8 (<< 16), type 'R' (<< 8), number 3
+    assert RNDADDENTROPY == (1 << 30) | (8 << 16) | (ord("R") << 8) | 0x03
+    arg = feedkernel.rand_pool_info(b"\x01\x02\x03", 24)
+    assert isinstance(arg, bytearray)  # passed in place by fcntl.ioctl: no 1024-byte limit
+    assert struct.unpack_from("ii", arg) == (24, 3) and arg[8:] == b"\x01\x02\x03"
+
+
+def test_unprivileged_writes_without_credit(kernel):
+    egd = FakeEGD()
+    f = KernelFeeder(egd, ioctl=denied, **kernel)
+    assert not f.credit
+    assert "without credit" in f.describe() and "Operation not permitted" in f.describe()
+    fed = f.feed(48)
+    assert fed.nbytes == 48 and fed.credited_bits == 0
+    assert open(kernel["urandom"], "rb").read() == egd.read(48)
+    f.feed(10)
+    assert os.path.getsize(kernel["urandom"]) == 58, "each feed adds to the device, none replaces"
+
+
+def test_privileged_feeds_credit_no_more_than_the_server_holds(kernel):
+    ioctl = RecordingIoctl()
+    f = KernelFeeder(FakeEGD(level=100), ioctl=ioctl, **kernel)
+    assert f.credit and "with credit via RNDADDENTROPY" in f.describe()
+    assert ioctl.calls == [(0, b"")], "the probe adds nothing"
+    fed = f.feed(32)
+    assert fed.credited_bits == 100  # 256 bits of data, but the server claims 100
+    assert ioctl.calls[-1] == (100, FakeEGD().read(32))
+    f2 = KernelFeeder(FakeEGD(level=1 << 20), ioctl=ioctl, **kernel)
+    assert f2.feed(600).credited_bits == 8 * feedkernel.MAX_FEED  # one feed is capped
+    assert os.path.getsize(kernel["urandom"]) == 0, "credited bytes go through the ioctl only"
+
+
+def test_no_credit_flag_wins_over_privilege(kernel):
+    ioctl = RecordingIoctl()
+    f = KernelFeeder(FakeEGD(), ioctl=ioctl, credit=False, **kernel)
+    assert not f.credit and "--no-credit" in f.describe()
+    f.feed(16)
+    assert ioctl.calls == [] and os.path.getsize(kernel["urandom"]) == 16
+
+
+def test_a_regular_file_cannot_take_the_ioctl(kernel):
+    # The real fcntl.ioctl on a stand-in file fails (ENOTTY): no credit, and said why.
+    f = KernelFeeder(FakeEGD(), **kernel)
+    assert not f.credit and "RNDADDENTROPY" in f.why
+
+
+@pytest.mark.parametrize("avail,threshold,want", [
+    ("256", "256", 0),     # Linux >= 5.18 once initialised: never asks
+    ("3000", "1024", 0),
+    ("100", "256", 20),    # 156 bits short: 20 bytes
+    ("0", "100000", feedkernel.MAX_FEED),
+    ("junk", "256", 0),
+])
+def test_shortfall(kernel, avail, threshold, want):
+    open(kernel["entropy_avail"], "w").write(avail)
+    open(kernel["threshold"], "w").write(threshold)
+    assert KernelFeeder(FakeEGD(), ioctl=denied, **kernel).shortfall_bytes() == want
+
+
+def test_missing_proc_files_mean_no_shortfall(kernel, tmp_path):
+    kernel["entropy_avail"] = str(tmp_path / "absent")
+    f = KernelFeeder(FakeEGD(), ioctl=denied, **kernel)
+    assert f.shortfall_bytes() == 0 and f.feed(8).entropy_avail_before is None
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_run_feeds_at_the_interval_when_the_kernel_never_asks(kernel):
+    egd, t = FakeEGD(), FakeTime()
+    f = KernelFeeder(egd, ioctl=denied, **kernel)
+    f.run(interval=60, poll=2, nbytes=64, sleep=t.sleep, clock=t.clock, rounds=91)  # 180 s of checks
+    assert egd.reads == [64, 64, 64, 64]  # at 0, 60, 120 and 180 s
+    assert max(t.sleeps) <= 2
+
+
+def test_run_feeds_the_shortfall_at_once(kernel):
+    egd, t = FakeEGD(), FakeTime()
+    f = KernelFeeder(egd, ioctl=denied, **kernel)
+    open(kernel["entropy_avail"], "w").write("0")
+    open(kernel["threshold"], "w").write("800")
+    f.run(interval=60, poll=2, nbytes=64, sleep=t.sleep, clock=t.clock, rounds=3)
+    assert egd.reads == [100, 100, 100]  # the regular feed grows to the shortfall; then the shortfall alone
+
+
+def test_run_survives_a_missing_server(kernel, caplog):
+    t = FakeTime()
+    f = KernelFeeder(FakeEGD(fail=True), ioctl=denied, **kernel)
+    f.run(interval=1, poll=1, sleep=t.sleep, clock=t.clock, rounds=3)
+    assert caplog.text.count("cannot feed the kernel") == 3
+
+
+# ---------------------------------------------------------------- the tool, with a real daemon
+
+def tool(*args, timeout=30) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "prngd", "feed-kernel", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_once_without_credit(start_daemon, kernel):
+    d = start_daemon()
+    out = tool(d.socket, "--once", "--bytes", "40", "--entropy-avail", kernel["entropy_avail"],
+               "--threshold-file", kernel["threshold"], "--urandom", kernel["urandom"])
+    assert out.returncode == 0, out.stderr
+    assert f"writing to {kernel['urandom']} without credit" in out.stdout
+    assert "fed 40 bytes" in out.stdout and "without credit" in out.stdout.splitlines()[-1]
+    assert os.path.getsize(kernel["urandom"]) == 40
+
+
+def test_once_with_no_daemon_fails_cleanly(tmp_path, kernel):
+    out = tool(str(tmp_path / "missing"), "--once", "--no-credit", "--urandom", kernel["urandom"])
+    assert out.returncode == 1 and "no such socket" in out.stderr
+
+
+def test_the_loop_says_once_what_it_does(start_daemon, kernel):
+    d = start_daemon()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "prngd", "feed-kernel", d.socket, "--no-credit",
+                             "--urandom", kernel["urandom"], "--entropy-avail", kernel["entropy_avail"],
+                             "--threshold-file", kernel["threshold"]],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "without credit (--no-credit given)" in line and "every 60s" in line, line
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+def real_kernel_credit_allowed() -> str | None:
+    """None when RNDADDENTROPY works here, else why not."""
+    if os.geteuid() != 0:
+        return "not root: RNDADDENTROPY needs CAP_SYS_ADMIN"
+    if not os.path.exists(feedkernel.URANDOM):
+        return "no /dev/urandom"
+    probe = KernelFeeder(FakeEGD())
+    return None if probe.credit else f"the kernel refuses it here ({probe.why})"
+
+
+def test_privileged_path_on_the_real_kernel(start_daemon):
+    why = real_kernel_credit_allowed()
+    if why:
+        pytest.skip(why)
+    d = start_daemon()
+    f = KernelFeeder(lambda: client.EGDClient(d.socket))
+    fed = f.feed(8)  # a few bytes from the daemon, credited through the real ioctl
+    assert fed.nbytes == 8 and 0 < fed.credited_bits <= 64
+    assert fed.entropy_avail_after is not None
+    out = tool(d.socket, "--once", "--bytes", "8")
+    assert out.returncode == 0, out.stderr
+    assert "with credit via RNDADDENTROPY on /dev/urandom" in out.stdout
+    assert "fed 8 bytes" in out.stdout and "with credit (" in out.stdout
