@@ -1,0 +1,151 @@
+"""Presenting a run: the Markdown "Performance" table and the PNG (matplotlib, optional)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PRNGD, BASELINE, BASELINE_STREAM, CEILING = "prngd", "baseline_raw", "baseline_stream", "c_epoll"
+
+
+def _f(v, spec: str = ".0f", none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def _ms(us) -> str:
+    if us is None:
+        return "-"
+    ms = us / 1000
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _mb(kb) -> str:
+    return "-" if kb is None else f"{kb / 1024:.1f} MB"
+
+
+def markdown(r: dict) -> str:
+    meta, checks = r["meta"], r["checks"]
+    by = {(c["transport"], c["scenario"], c["conns"], c["server"]): c for c in r["cells"]}
+    lines = [
+        "### Performance",
+        "",
+        f"Measured with `{meta['command'].strip()}` from the repository root "
+        f"({meta['date']}, commit {meta.get('commit') or '?'}; {meta['cpus']} x {meta['cpu']}, "
+        f"Linux {meta['kernel']}, Python {meta['python']}). Daemon and load generator share the "
+        f"{meta['cpus']} cores. Each figure is the median of {meta['reps']} alternated runs of "
+        f"{meta['duration_s']:g} s on fresh processes; short replies are summed over all runs. "
+        f"Load: {'a C epoll load generator' if meta['load_generator'] == 'c' else 'the pure-Python load generator'}"
+        f", one request in flight per connection. Baseline: a minimal trio server on raw non-blocking "
+        f"sockets answering from a constant buffer (`benchmarks/baseline_server.py --mode raw`); "
+        f"\"x base\" is prngd's rate divided by it.",
+        "",
+        "| | prngd | baseline (raw trio) | |",
+        "|---|---|---|---|",
+    ]
+    st = r["startup"]
+    p, b = st.get(PRNGD, {}), st.get(BASELINE, {})
+    lines.append(f"| exec to first byte (02 01 over Unix) | {_f(p.get('exec_to_first_byte_s'), '.3f')} s "
+                 f"| {_f(b.get('exec_to_first_byte_s'), '.3f')} s | |")
+    mp, mb = r["memory"].get(PRNGD, {}), r["memory"].get(BASELINE, {})
+    lines.append(f"| RSS after start | {_mb(mp.get('rss_start_kb'))} | {_mb(mb.get('rss_start_kb'))} | |")
+    lines.append(f"| peak RSS (VmHWM) over the whole run | {_mb(mp.get('peak_rss_kb'))} | {_mb(mb.get('peak_rss_kb'))} | |")
+    if mp.get("rss_idle_kb"):
+        n = mp.get("idle_conns_open")
+        lines.append(f"| RSS with {n} idle connections | {_mb(mp.get('rss_idle_kb'))} | {_mb(mb.get('rss_idle_kb'))} | |")
+        lines.append(f"| CPU while those connections idle | {_f(mp.get('cpu_idle_s_per_s', 0) * 100, '.1f')} % "
+                     f"| {_f((mb.get('cpu_idle_s_per_s') or 0) * 100, '.1f')} % | |")
+    lines.append(f"| `os.urandom(255)` calls/s (one thread) | | | {_f(r.get('urandom_255_per_s'))} |")
+    hk = tuple(meta["headline_cell"].values())
+    hs = by.get((*hk, BASELINE_STREAM))
+    if hs and by.get((*hk, PRNGD)):
+        lines.append(f"| {hk[1]} x {hk[2]} {hk[0]}: SocketStream trio baseline | | {_f(hs['rps'])} req/s "
+                     f"| prngd = {by[(*hk, PRNGD)]['rps'] / hs['rps']:.2f} x |")
+    ceil = [c for c in r["cells"] if c["server"] == CEILING]
+    if ceil:
+        best = {}
+        for c in ceil:
+            best.setdefault(c["transport"], []).append(f"{c['scenario']} {c['rps'] / 1000:.0f}k")
+        txt = "; ".join(f"{t}: " + ", ".join(v) for t, v in best.items())
+        lines.append(f"| load generator ceiling (C epoll server, x{ceil[0]['conns']}) | | | {txt} req/s |")
+    lines += [
+        "",
+        "| transport | scenario | conns | prngd req/s | baseline req/s | x base | prngd MB/s "
+        "| prngd p50 / p99 / p99.9 ms | baseline p99 ms | prngd CPU s / 1000 req | short / zero |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    cells = sorted({(c["transport"], c["scenario"], c["conns"]) for c in r["cells"] if c["server"] == PRNGD},
+                   key=lambda k: (meta["transports"].index(k[0]), list(meta["scenarios"]).index(k[1]), k[2]))
+    for key in cells:
+        c, bc = by[(*key, PRNGD)], by.get((*key, BASELINE))
+        ratio = c["rps"] / bc["rps"] if bc and bc["rps"] else None
+        req = meta["requests"][key[1]]
+        scen = f"{key[1]} `{req[:2]} {req[2:]}`".replace(" `00 `", " `00`")
+        if meta["modes"][key[1]] == "newconn":
+            scen += " new conn"
+        lines.append(
+            f"| {key[0]} | {scen} | {key[2]} | {_f(c['rps'])} | {_f(bc['rps'] if bc else None)} "
+            f"| {_f(ratio, '.2f')} | {_f(c['mbps'], '.1f')} "
+            f"| {_ms(c['p50_us'])} / {_ms(c['p99_us'])} / {_ms(c['p999_us'])} | {_ms(bc['p99_us'] if bc else None)} "
+            f"| {_f(c['server_cpu_s_per_1k'], '.3f')} | {c['short']} / {c['zero']} |")
+    lines += ["", "Checks: " + ", ".join(_check_text(checks)), ""]
+    return "\n".join(lines)
+
+
+def _check_text(ch: dict) -> list[str]:
+    out = [f"short or zero replies from prngd: {ch.get('prngd_short_replies', '?')} / {ch.get('prngd_zero_replies', '?')}"]
+    if "headline_ratio" in ch:
+        out.append(f"02 ff x 50 Unix: {ch['headline_ratio']:.2f} x baseline (>= 0.8: "
+                   f"{'yes' if ch['headline_ratio_ok'] else 'NO'}), p99 {ch['headline_p99_ms']:.2f} ms")
+    if "p99_at_50_over_5ms" in ch:
+        over = ch["p99_at_50_over_5ms"]
+        out.append("p99 at 50 connections under 5 ms: " + ("all scenarios" if not over else "not in " + ", ".join(over)))
+    if "exec_to_first_byte_s" in ch:
+        out.append(f"exec to first byte {ch['exec_to_first_byte_s']:.3f} s")
+    if "rss_idle_mb" in ch:
+        out.append(f"RSS with idle connections {ch['rss_idle_mb']:.1f} MB")
+    if ch.get("max_other_cpu") is not None:
+        dis = ch.get("disturbed_cells") or []
+        out.append(f"other processes kept at most {ch['max_other_cpu']:.2f} cores busy during a kept measurement"
+                   + (f" (cells above the threshold: {', '.join(dis)})" if dis else ""))
+    return out
+
+
+def plot(r: dict, path: Path) -> str:
+    """Requests/s and p99 against concurrency; returns what was done (for the log)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "PNG skipped: matplotlib is not installed (pip install matplotlib, or the 'bench' extra)"
+    meta = r["meta"]
+    transports = meta["transports"]
+    scen = list(meta["scenarios"])
+    fig, axes = plt.subplots(len(transports), 2, figsize=(13, 4.6 * len(transports)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    by = {(c["transport"], c["scenario"], c["conns"], c["server"]): c for c in r["cells"]}
+    for row, transport in enumerate(transports):
+        ax_rps, ax_p99 = axes[row]
+        for i, s in enumerate(scen):
+            for server, style in ((PRNGD, "-o"), (BASELINE, "--x")):
+                pts = sorted((k[2], c) for k, c in by.items() if k[0] == transport and k[1] == s and k[3] == server)
+                if not pts:
+                    continue
+                xs = [x for x, _ in pts]
+                label = f"{s} {'prngd' if server == PRNGD else 'baseline'}"
+                ax_rps.plot(xs, [c["rps"] for _, c in pts], style, color=colors[i % len(colors)], label=label)
+                ax_p99.plot(xs, [c["p99_us"] / 1000 for _, c in pts], style, color=colors[i % len(colors)], label=label)
+        for ax, title, ylabel in ((ax_rps, "requests/s", "requests/s"), (ax_p99, "p99 latency", "ms")):
+            ax.set_xscale("log")
+            ax.set_xticks(meta["concurrency"])
+            ax.set_xticklabels([str(c) for c in meta["concurrency"]])
+            ax.set_xlabel("concurrent connections")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{title}, {transport} (solid: prngd, dashed: raw trio baseline)")
+            ax.grid(True, alpha=0.3)
+        ax_p99.set_yscale("log")
+        ax_rps.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"prngd benchmark, {meta['date']}, {meta['cpus']} cores, median of {meta['reps']} x {meta['duration_s']:g} s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"wrote {path}"
