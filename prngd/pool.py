@@ -241,7 +241,7 @@ class ChaCha20Generator:
         if pos <= end <= self._size:
             view = self._view
             out = view[pos:end].tobytes()
-            view[pos:end] = self._zeros[:n]
+            view[pos:end] = self._zeros[:n]  # served bytes are erased as they leave
             self._pos = end
             return out
         return self._read_slow(n)
@@ -309,7 +309,10 @@ class HmacDrbg:
         return h.digest()
 
     def _update(self, *provided) -> None:
-        """10.1.2.2 HMAC_DRBG_Update; provided_data is the concatenation of the parts."""
+        """10.1.2.2 HMAC_DRBG_Update; provided_data is the concatenation of the parts.
+
+        K and V are overwritten in place, so the previous state is gone on return.
+        """
         self._K[:] = self._hmac(self._V, b"\x00", *provided)
         self._V[:] = self._hmac(self._V)
         if not any(len(p) for p in provided):
@@ -400,7 +403,16 @@ _LIVE_POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 
 
 class Pool:
-    """Entropy pool: accumulator + generator + entropy accounting. See the top of this file."""
+    """Entropy pool: accumulator + generator + entropy accounting. See the top of this file.
+
+    generator: "chacha20" (fast key erasure) or "hmac-drbg" (SP 800-90A), the
+    latter over drbg_hash "sha256" or "sha512", optionally with
+    prediction_resistance. pool_bits caps the entropy estimate and floor_bits
+    bounds it from below once seeded; seed_bits of credited entropy make the
+    pool seeded (0: seeded at once, on os_random alone); reseed_bits of new
+    credit or reseed_interval seconds trigger a reseed. buffer_size is the
+    chacha20 keystream buffer. os_random(n) and clock() are injectable.
+    """
 
     __slots__ = (
         "_acc",
@@ -552,6 +564,8 @@ class Pool:
         return self._gen.name
 
     def stats(self) -> dict:
+        """JSON-serialisable counters. Credits are floats; last_reseed_age_s counts
+        from the last reseed, or from construction if there has been none."""
         acc = self._acc
         return {
             "generator": self._gen.name,
