@@ -1,0 +1,195 @@
+"""The examples under examples/: run what can run here, check the rest against prngd's own parsers."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, free_tcp_port
+from prngd import cli, client, config, egd
+
+EXAMPLES = ROOT / "examples"
+UNITS = EXAMPLES / "systemd"
+
+
+def env_with(*paths) -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, paths), str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")]))
+
+
+# ---------------------------------------------------------------- Python client
+
+def run_python_client(address: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLES / "python_client.py"), address], capture_output=True,
+                          text=True, env=env or env_with(), timeout=30)
+
+
+def check_client_output(out: subprocess.CompletedProcess) -> None:
+    assert out.returncode == 0, out.stderr
+    hex_line, level_line = out.stdout.splitlines()
+    assert re.fullmatch(r"[0-9a-f]{64}", hex_line)
+    m = re.fullmatch(r"entropy level: (\d+) bits", level_line)
+    assert m and int(m.group(1)) > 0
+
+
+def test_python_client_against_a_real_daemon(start_daemon):
+    port = free_tcp_port()
+    d = start_daemon(extra_sockets=[f"127.0.0.1:{port}"])
+    check_client_output(run_python_client(d.socket))
+    check_client_output(run_python_client(f"127.0.0.1:{port}"))
+
+
+def test_python_client_needs_no_trio(start_daemon, tmp_path):
+    # As in a python:3.11-slim container with only the source tree mounted.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "trio.py").write_text("raise ImportError('trio is not installed in this container')\n")
+    d = start_daemon()
+    check_client_output(run_python_client(d.socket, env_with(shadow)))
+
+
+def test_python_client_errors(tmp_path):
+    out = run_python_client(str(tmp_path / "missing"))
+    assert out.returncode == 1 and "no such socket" in out.stderr
+    usage = subprocess.run([sys.executable, str(EXAMPLES / "python_client.py")], capture_output=True, text=True,
+                           env=env_with(), timeout=30)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+# ---------------------------------------------------------------- OpenSSL C example
+
+def test_openssl_c_example(start_daemon, tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    binary = tmp_path / "egd_rand"
+    build = subprocess.run([cc, "-o", str(binary), str(EXAMPLES / "openssl" / "egd_rand.c"), "-lcrypto"],
+                           capture_output=True, text=True, timeout=120)
+    if build.returncode != 0:
+        if "OPENSSL_NO_EGD" in build.stderr:
+            pytest.skip("the installed OpenSSL is built no-egd (OPENSSL_NO_EGD): RAND_egd() does not exist; "
+                        "the example needs an OpenSSL built with enable-egd")
+        if "openssl/rand.h" in build.stderr or "cannot find -lcrypto" in build.stderr:
+            pytest.skip(f"OpenSSL development files are missing: {build.stderr.strip().splitlines()[0]}")
+        pytest.fail(f"egd_rand.c does not build:\n{build.stderr}")
+    d = start_daemon()
+    run = subprocess.run([str(binary), d.socket], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert re.fullmatch(r"[0-9a-f]{64}", lines[0])
+    assert lines[1].startswith("RAND_egd: 255 bytes")
+
+
+# ---------------------------------------------------------------- systemd units
+
+def unit(name: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"))
+    cp.optionxform = str
+    cp.read(UNITS / name)
+    return cp
+
+
+def exec_argv(name: str, key: str = "ExecStart") -> list[str]:
+    return shlex.split(unit(name)["Service"][key])
+
+
+def test_service_unit_essentials():
+    svc = unit("prngd.service")["Service"]
+    assert svc["Type"] == "notify"
+    assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert svc["StateDirectory"] == "prngd" and svc["ProtectSystem"] == "strict"
+    assert "/var/lib/prngd" in svc["ReadWritePaths"]
+    for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges", "PrivateDevices"):
+        assert svc[key] == "yes", key
+    assert svc["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert svc["SystemCallFilter"] == "@system-service"
+    sock = unit("prngd.socket")["Socket"]
+    assert sock["ListenStream"] == "/run/egd-pool" and sock["SocketMode"] == "0666"
+
+
+def test_exec_lines_are_valid_prngd_command_lines():
+    argv = exec_argv("prngd.service")
+    assert argv[0] == "/usr/bin/prngd"
+    args = cli.parser().parse_args(argv[1:])
+    assert args.fg, "Type=notify wants the daemon in the foreground"
+    settings = cli.load_settings(args)
+    assert settings.resolved_sockets() == ["/run/prngd/egd-pool"]
+    assert settings.resolved_seedfile() == "/var/lib/prngd/seed"
+    assert unit("prngd.service")["Service"]["RuntimeDirectory"] == "prngd"
+
+    feed = exec_argv("prngd-feed-kernel.service")
+    assert feed[:2] == ["/usr/bin/prngd", "feed-kernel"]
+    parser = client._parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "feed-kernel" in a.choices)
+    fk = sub.choices["feed-kernel"].parse_intermixed_args(feed[2:])
+    assert fk.socket == "/run/egd-pool" and fk.interval == 60
+
+
+def test_tmpfiles_links_match_the_service():
+    links = {}
+    for line in (UNITS / "tmpfiles-prngd.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            kind, path, *_, target = line.split()
+            assert kind == "L"
+            links[path] = target
+    served = "/run/prngd/egd-pool"
+    assert links == {"/run/egd-pool": served, "/run/egd-pool.admin": config.admin_socket_for(served)}
+    # where `prngd status /run/egd-pool` looks (and root's default, /var/run/egd-pool.admin)
+    assert config.admin_socket_for("/run/egd-pool") in links
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify(tmp_path):
+    # /usr/bin/prngd is not installed here: verify a copy that runs an executable that exists.
+    stand_in = shutil.which("true")
+    names = ["prngd.service", "prngd.socket", "prngd-feed-kernel.service"]
+    for name in names:
+        (tmp_path / name).write_text((UNITS / name).read_text().replace("/usr/bin/prngd", stand_in))
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (out.stdout + out.stderr).strip() == "", "systemd-analyze has remarks:\n" + out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- Postfix
+
+def main_cf() -> dict:
+    values = {}
+    for line in (EXAMPLES / "postfix" / "main.cf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_postfix_and_prngd_share_socket_and_exchange_file():
+    pf = main_cf()
+    settings = config.load(str(EXAMPLES / "postfix" / "prngd.conf"))
+    source = pf["tls_random_source"]
+    assert source.startswith("egd:")
+    assert egd.parse_address(source) == egd.parse_address(settings.resolved_sockets()[0])
+    exchange = pf["tls_random_exchange_name"].replace("${data_directory}", "/var/lib/postfix")
+    assert settings.exchange_file == exchange
+
+
+# ---------------------------------------------------------------- containers
+
+def test_compose_file_shares_the_socket_directory():
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed; compose.yaml left unparsed")
+    compose = yaml.safe_load((EXAMPLES / "containers" / "compose.yaml").read_text())
+    served_dir = os.path.dirname(cli.load_settings(cli.parser().parse_args(exec_argv("prngd.service")[1:]))
+                                 .resolved_sockets()[0])
+    for name, svc in compose["services"].items():
+        mounts = {v["source"]: v for v in svc["volumes"]}
+        assert served_dir in mounts, f"{name} must mount {served_dir}"
+        assert mounts[served_dir]["target"] == served_dir and mounts[served_dir]["read_only"] is True
+    client_cmd = compose["services"]["egd-client"]["command"]
+    assert client_cmd[1] == "/src/examples/python_client.py" and (EXAMPLES / "python_client.py").exists()
+    assert client_cmd[2] == served_dir + "/egd-pool"
