@@ -133,7 +133,7 @@ async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict]) -> 
         finally:
             await trio.aclose_forcefully(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass  # the peer went away; nothing to tell it
+        return  # the peer went away; nothing to tell it
     except Exception:
         log.exception("admin: error on a connection")
 

@@ -441,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     except EGDError as e:
         print(f"prngd {args.command}: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `prngd get 4096 | head -c 16`: the reader left; no traceback, and none at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -155,7 +155,11 @@ def run_cli(args) -> int:
     feeder = KernelFeeder(lambda: client.EGDClient(args.socket, args.timeout), credit=not args.no_credit, **paths)
     if args.once:
         print(feeder.describe())
-        fed = feeder.feed(max(args.nbytes, feeder.shortfall_bytes()))
+        try:
+            fed = feeder.feed(max(args.nbytes, feeder.shortfall_bytes()))
+        except OSError as e:
+            print(f"prngd feed-kernel: cannot write to {feeder.urandom_path}: {e.strerror or e}", file=sys.stderr)
+            return 1
         how = f"with credit ({fed.credited_bits} bits)" if feeder.credit else "without credit"
         print(f"fed {fed.nbytes} bytes from {args.socket} {how}; entropy_avail {fed.entropy_avail_before} -> "
               f"{fed.entropy_avail_after}")
