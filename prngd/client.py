@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import errno
 import os
 import socket
 import sys
@@ -72,7 +71,7 @@ def _translate(exc: BaseException, address: egd.Address, doing: str) -> EGDError
         return exc
     if isinstance(exc, socket.timeout):
         return Timeout(f"{address}: no answer while {doing}")
-    if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.errno == errno.ENOENT):
+    if isinstance(exc, FileNotFoundError):
         return NoSocket(f"{address}: no such socket (is prngd running?)")
     if isinstance(exc, ConnectionRefusedError):
         return Refused(f"{address}: connection refused (nobody is listening)")
@@ -125,7 +124,7 @@ def _op_write(data: bytes, bits: int) -> Op:
         end = min(start + 255, len(data))
         # Cumulative split: the chunks' claims add up to exactly `bits`.
         claim = bits * end // len(data) - bits * start // len(data)
-        requests.append(egd.WriteEntropy(min(claim, 0xFFFF), data[start:end]))
+        requests.append(egd.WriteEntropy(claim, data[start:end]))
     for batch in _batches(requests):
         yield batch
     return bits
