@@ -320,6 +320,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"generator must be chacha20 or hmac-drbg, not {s.generator!r}")
     if s.drbg_hash not in ("sha256", "sha512"):
         raise ConfigError(f"drbg_hash must be sha256 or sha512, not {s.drbg_hash!r}")
+    if s.prediction_resistance and s.generator != "hmac-drbg":
+        raise ConfigError("prediction_resistance needs generator = hmac-drbg")
     if s.max_connections < 1:
         raise ConfigError("max_connections must be at least 1")
     if s.pool_bits < 256:

@@ -93,6 +93,9 @@ def test_validation():
         config.validate(config.Settings(generator="md5"))
     with pytest.raises(ConfigError):
         config.validate(config.Settings(system_interval=0))
+    with pytest.raises(ConfigError, match="hmac-drbg"):
+        config.validate(config.Settings(prediction_resistance=True))
+    config.validate(config.Settings(generator="hmac-drbg", prediction_resistance=True))
 
 
 def test_command_line_overrides_the_file(tmp_path):
