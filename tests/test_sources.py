@@ -518,7 +518,7 @@ async def test_pool_dropping_below_low_water_hurries_the_next_sample(clock):
         await nursery.start(gather, pool, [src], settings(low_water_bits=1024))
         await trio.sleep(15)
         pool.entropy_bits = 0  # drained between two samples
-        await trio.sleep(25)
+        await trio.sleep(25.5)  # not 25: a tie at 40 with the sample would be a race
         nursery.cancel_scope.cancel()
     assert src.times == [0.0, 20.0, 30.0, 40.0]
 
