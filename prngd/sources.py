@@ -563,7 +563,7 @@ class CommandSource(Source):
                                 env=_COMMAND_ENV)
         with self._lock:
             self._proc = proc
-        log.debug("%s: running %s (pid %d)", self.name, self.argv[0], proc.pid)
+        log.debug("%s running %s (pid %d)", self.name, self.argv[0], proc.pid)
         out = bytearray()
         timed_out = truncated = False
         try:
