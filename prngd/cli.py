@@ -106,7 +106,8 @@ def kill_daemon(spec: str, timeout: float = 30.0) -> int:
     from prngd import client
 
     try:
-        pid = client.EGDClient(spec, timeout=5.0).pid()
+        with client.EGDClient(spec, timeout=5.0) as c:
+            pid = c.pid()
     except Exception as e:
         print(f"prngd: no daemon answers on {spec}: {e}", file=sys.stderr)
         return 1
@@ -164,6 +165,13 @@ def _detach() -> int | None:
 
 def daemon_main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    for spec in args.sockets:
+        # A bare word is more likely a mistyped tool name than a socket in the
+        # current directory; ./NAME says the latter.
+        if "/" not in spec and ":" not in spec:
+            print(f"prngd: {spec!r} is neither a tool ({', '.join(CLIENT_COMMANDS)}) nor a socket; "
+                  f"write ./{spec} for a socket here", file=sys.stderr)
+            return 2
     try:
         settings = load_settings(args)
     except config.ConfigError as e:

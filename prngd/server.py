@@ -277,7 +277,6 @@ class Daemon:
         self._idle_done: trio.Event | None = None
         self._gather_scope: trio.CancelScope | None = None
         self._accept_scope: trio.CancelScope | None = None
-        self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ start-up
 
@@ -306,29 +305,29 @@ class Daemon:
             listeners = open_listeners(self.settings, systemd.listen_fds())
         self.listeners = listeners
         admin_sock = None
-        try:
-            self.seed_before_serving()
-            admin_sock = self._open_admin()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                # Installed before READY, so an early SIGTERM is a clean stop.
-                await nursery.start(self._signals, nursery.cancel_scope)
-                if self.pool.seeded:
-                    self._seeded.set()
-                else:
-                    nursery.start_soon(self._watch_seeded)
-                await nursery.start(self._gatherers)
-                async with trio.open_nursery() as conns:
-                    self._accept_scope = trio.CancelScope()
-                    nursery.start_soon(self._accept_all, conns, self._accept_scope)
-                    self._start_background(nursery, admin_sock)
-                    self._announce()
-                    # The connection nursery lives until shutdown cancels the
-                    # outer scope; this waits for that.
-                    await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            await self._finish(admin_sock)
+        # The receiver stays open until the last seed save: a second SIGTERM
+        # during shutdown is queued here instead of killing us mid-save.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
+            try:
+                self.seed_before_serving()
+                admin_sock = self._open_admin()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
+                    if self.pool.seeded:
+                        self._seeded.set()
+                    else:
+                        nursery.start_soon(self._watch_seeded)
+                    await nursery.start(self._gatherers)
+                    async with trio.open_nursery() as conns:
+                        self._accept_scope = trio.CancelScope()
+                        nursery.start_soon(self._accept_all, conns, self._accept_scope)
+                        self._start_background(nursery, admin_sock)
+                        self._announce()
+                        # The connection nursery lives until shutdown cancels
+                        # the outer scope; this waits for that.
+                        await trio.sleep_forever()
+            finally:
+                await self._finish(admin_sock)
 
     def _start_background(self, nursery: trio.Nursery, admin_sock) -> None:
         if self.seed_state is not None:
@@ -448,19 +447,17 @@ class Daemon:
                     reported.add(st["name"])
                     log.warning("source %s is unhealthy: %s", st["name"], st.get("last_error"))
 
-    async def _signals(self, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
-            task_status.started()
-            async for sig in sigs:
-                if sig in (signal.SIGTERM, signal.SIGINT):
-                    log.info("received %s, stopping", signal.Signals(sig).name)
-                    await self._drain()
-                    scope.cancel()
-                    return
-                if sig == signal.SIGHUP:
-                    self.reload()
-                elif sig == signal.SIGUSR1:
-                    log.info("statistics: %s", self.status())
+    async def _signals(self, sigs, scope: trio.CancelScope) -> None:
+        async for sig in sigs:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                log.info("received %s, stopping", signal.Signals(sig).name)
+                await self._drain()
+                scope.cancel()
+                return
+            if sig == signal.SIGHUP:
+                self.reload()
+            elif sig == signal.SIGUSR1:
+                log.info("statistics: %s", self.status())
 
     async def _drain(self) -> None:
         """Stop accepting, then give replies in flight a bounded time to leave."""

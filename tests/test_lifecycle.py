@@ -56,3 +56,28 @@ def test_sigterm_saves_the_seed_and_removes_the_socket(start_daemon, tmp_path):
     assert not os.path.exists(d.socket + ".admin")
     assert seed.read_bytes() != written_at_start  # saved again at stop
     assert oct(seed.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_second_sigterm_during_shutdown_still_saves_the_seed(start_daemon, tmp_path):
+    seed = tmp_path / "seed"
+    for _ in range(3):
+        d = start_daemon(config=QUIET, seed=seed)
+        at_start = seed.read_bytes()
+        egd_read(d.socket, 16)
+        d.signal(signal.SIGTERM)
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(20) == 0
+        assert seed.read_bytes() != at_start
+        assert not os.path.exists(d.socket)
+
+
+def test_a_bare_word_is_not_taken_for_a_socket():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "prngd", "-f", "stauts"], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2
+    assert "neither a tool" in r.stderr
