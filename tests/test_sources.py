@@ -218,8 +218,10 @@ def test_system_snapshot_holds_the_process_table_and_is_cheap():
     cpu = time.thread_time() - t0
     assert struct.pack("<Q", os.getpid()) in s.data
     assert s.bits == min(sources.SYSTEM_CAP_BITS, len(s.data) / 64)
-    # 17 s apart, this must stay far below 1% of a core: 0.17 s would be 1%.
-    assert cpu < 0.05, f"one system snapshot took {cpu * 1000:.1f} ms of CPU"
+    # 17 s apart, this must stay far below 1% of a core (0.17 s would be 1%).  The
+    # process table dominates: about 50 us a process here; allow ten times that.
+    budget = 0.02 + 0.0005 * len(psutil.pids())
+    assert cpu < budget, f"one system snapshot took {cpu * 1000:.1f} ms of CPU"
 
 
 def test_system_probes_that_fail_do_not_fail_the_sample():
