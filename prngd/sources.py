@@ -212,6 +212,7 @@ class Source:
     """One way to collect entropy.  Subclasses implement `collect()`; gather keeps the books."""
 
     kind = "source"
+    sample_at_start = True  # gather samples it as soon as it starts
 
     def __init__(self, name: str, interval: float, cap_bits: float, timeout: float = COLLECT_TIMEOUT):
         self.name = name
@@ -284,6 +285,10 @@ class KernelSource(Source):
     """
 
     kind = "kernel"
+    # Its sample at start is seed_from_kernel's, taken just before serving
+    # (the server calls it whenever this source is configured): gather
+    # samples it first after an interval, not a second time at once.
+    sample_at_start = False
 
     def __init__(self, nbytes: int = 32, interval: float = 60.0, name: str = "kernel"):
         self.nbytes = max(1, min(int(nbytes), 256))  # getrandom fills up to 256 bytes in one call
@@ -705,7 +710,11 @@ class FileSource(Source):
 
 
 def build_sources(settings) -> list[Source]:
-    """The sources a prngd.config.Settings asks for, in the order they are first sampled."""
+    """The sources a prngd.config.Settings asks for, in the order they are first sampled.
+
+    Commands are those of [commands], or the built-in set found on this
+    machine when none are listed, or none at all with external_commands off.
+    """
     sources: list[Source] = []
     if settings.kernel:
         sources.append(KernelSource(settings.kernel_bytes, settings.kernel_interval))
@@ -713,7 +722,9 @@ def build_sources(settings) -> list[Source]:
         sources.append(SystemSource(settings.system_interval))
     if settings.jitter:
         sources.append(JitterSource(settings.jitter_interval, settings.jitter_alpha_exp))
-    if settings.commands:
+    if not getattr(settings, "external_commands", True):
+        commands = []
+    elif settings.commands:
         commands = [(c.name or os.path.basename(c.argv[0]), c.argv, c.rate) for c in settings.commands]
     else:
         commands = default_commands()
@@ -806,6 +817,8 @@ async def _wait(pool, delay: float, low_water: int, hurry: bool) -> None:
 
 async def _run_source(pool, source: Source, low_water: int) -> None:
     limiter = trio.CapacityLimiter(1)  # one collect at a time; an abandoned one keeps its token
+    if not source.sample_at_start:
+        await _wait(pool, source.interval, low_water, hurry=True)
     while not source.disabled:
         ok = await _collect_once(pool, source, limiter)
         if source.disabled:
@@ -842,8 +855,8 @@ async def _run_commands(pool, commands: list[Source], interval: float, low_water
 async def gather(pool, sources: Sequence[Source], settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Feed `pool` from `sources` until cancelled.  Nothing here blocks the trio thread.
 
-    Every source is sampled once at start and then on its interval; commands
-    take turns.  Exceptions from sources are logged and counted, never raised.
+    Every source is sampled once at start (the kernel's start sample is
+    seed_from_kernel's) and then on its interval; commands take turns.  Exceptions from sources are logged and counted, never raised.
     """
     low_water = settings.low_water_bits
     commands = [s for s in sources if s.kind == "command"]

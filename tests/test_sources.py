@@ -403,6 +403,13 @@ def test_build_sources_honours_settings():
     assert built[2].interval == 11.0 and built[2].max_bytes == 512
 
 
+def test_build_sources_without_external_commands():
+    s = Settings(jitter=False, external_commands=False, commands=[Command(("/bin/echo", "a"), 0.1, "echo")])
+    assert [x.name for x in build_sources(s)] == ["kernel", "system"]
+    assert [x.name for x in build_sources(Settings(system=False, jitter=False, kernel=False,
+                                                   external_commands=False))] == []
+
+
 def test_build_sources_defaults():
     built = build_sources(Settings())
     names = [x.name for x in built]
@@ -563,6 +570,21 @@ async def test_commands_take_turns(clock):
         nursery.cancel_scope.cancel()
     assert order == ["a", "b", "c", "a", "b", "c", "a"]
     assert [c.times for c in cmds] == [[0.0, 49.0, 196.0], [0.0, 98.0], [0.0, 147.0]]
+
+
+async def test_kernel_source_waits_an_interval_after_seed_from_kernel(clock, watcher):
+    pool = FakePool(entropy_bits=4096)
+    src = KernelSource(32, interval=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gather, pool, [src], settings(low_water_bits=1024))
+        await trio.sleep(59)
+        assert pool.calls == []  # seed_from_kernel was its sample at start
+        await watcher.wait_for(lambda r: r.getMessage().startswith("kernel: 32 bytes"))
+        assert trio.current_time() == 60.0
+        pool.entropy_bits = 0
+        await trio.sleep(15.5)  # below low water: a quarter interval
+        nursery.cancel_scope.cancel()
+    assert [(n, len(d), b) for n, d, b in pool.calls] == [("kernel", 32, 256.0)] * 2
 
 
 async def test_gather_without_sources_runs_until_cancelled(clock):
