@@ -257,7 +257,8 @@ def test_untrusted_write_is_mixed_but_not_credited(start_daemon):
     assert os.waitstatus_to_exitcode(status) == 0
     assert egd_entropy(d.socket) <= before
     with connect(d.socket) as s:
-        s.sendall(write)
+        s.sendall(write + b"\x02\x01")
+        recv_exact(s, 1)  # the write was taken before this reply
     assert egd_entropy(d.socket) > before
 
 
