@@ -20,7 +20,8 @@ test fails is disabled at once; a source that keeps raising is disabled after
 MAX_CONSECUTIVE_FAILURES attempts.  Either is logged once, at WARNING, and
 shows in `stats()`.
 
-`gather()` runs every source as a trio task: once at start, then every
+`gather()` runs every source as a trio task: once at start (the kernel's
+start sample is `seed_from_kernel()`, taken before serving), then every
 `interval` seconds (a quarter of that while the pool is below
 `low_water_bits`), each collect in a worker thread under a timeout, failures
 backed off exponentially.  External commands take turns, one per
