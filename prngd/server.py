@@ -428,10 +428,10 @@ class Daemon:
             await trio.sleep(self.settings.exchange_interval)
 
     async def _low_entropy_monitor(self) -> None:
-        # Operators asked to be told when entropy runs low or a source fails its
-        # health tests: one warning per episode, not one per check.
+        # Operators asked to be told when entropy runs low: one warning per
+        # episode, not one per check.  (A source failing its health tests is
+        # reported once by the sources module itself.)
         low = False
-        reported: set[str] = set()
         while True:
             await trio.sleep(30.0)
             under = self.pool.entropy_bits < self.settings.low_water_bits
@@ -441,11 +441,6 @@ class Daemon:
             elif low and not under:
                 log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
             low = under
-            for src in self.sources:
-                st = src.stats()
-                if not st.get("healthy", True) and st["name"] not in reported:
-                    reported.add(st["name"])
-                    log.warning("source %s is unhealthy: %s", st["name"], st.get("last_error"))
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
