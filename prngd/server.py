@@ -427,20 +427,24 @@ class Daemon:
                 self.exchange_state["updates" if ok else "failures"] += 1
             await trio.sleep(self.settings.exchange_interval)
 
-    async def _low_entropy_monitor(self) -> None:
-        # Operators asked to be told when entropy runs low: one warning per
-        # episode, not one per check.  (A source failing its health tests is
+    async def _low_entropy_monitor(self, period: float = 30.0, checks: int = 10) -> None:
+        # Operators asked to be told when entropy runs low.  Right after start
+        # the estimate is climbing, so only an estimate that *stays* under
+        # low_water_bits (`checks` checks in a row, 5 minutes by default) is
+        # reported, once per episode.  (A source failing its health tests is
         # reported once by the sources module itself.)
-        low = False
+        under_for = 0
         while True:
-            await trio.sleep(30.0)
-            under = self.pool.entropy_bits < self.settings.low_water_bits
-            if under and not low:
-                log.warning("entropy estimate %d bits is below low_water_bits %d", self.pool.entropy_bits,
-                            self.settings.low_water_bits)
-            elif low and not under:
-                log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
-            low = under
+            await trio.sleep(period)
+            if self.pool.entropy_bits < self.settings.low_water_bits:
+                under_for += 1
+                if under_for == checks:
+                    log.warning("entropy estimate has stayed below low_water_bits %d for %.0f s (now %d bits)",
+                                self.settings.low_water_bits, period * checks, self.pool.entropy_bits)
+            else:
+                if under_for >= checks:
+                    log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
+                under_for = 0
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:

@@ -81,3 +81,48 @@ def test_a_bare_word_is_not_taken_for_a_socket():
                        timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2
     assert "neither a tool" in r.stderr
+
+
+async def test_low_entropy_is_reported_once_per_episode(caplog, autojump_clock):
+    import trio
+
+    from prngd.config import Settings
+    from prngd.server import Daemon
+
+    class Pool:
+        seeded, generator_name = True, "test"
+        checks = 0
+
+        @property
+        def entropy_bits(self):
+            self.checks += 1
+            return 300 if self.checks <= 25 else 2000  # 25 low checks, then recovered
+
+    caplog.set_level("INFO")
+    daemon = Daemon(Settings(low_water_bits=1024), pool=Pool())
+    with trio.move_on_after(30 * 30 + 1):
+        await daemon._low_entropy_monitor(period=30, checks=10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "stayed below" in m]) == 1
+    assert len([m for m in messages if "back to 2000" in m]) == 1
+
+
+async def test_short_dips_are_not_reported(caplog, autojump_clock):
+    import trio
+
+    from prngd.config import Settings
+    from prngd.server import Daemon
+
+    class Pool:
+        seeded, generator_name = True, "test"
+        checks = 0
+
+        @property
+        def entropy_bits(self):
+            self.checks += 1
+            return 300 if self.checks % 5 else 2000  # low, but recovering every 5th check
+
+    daemon = Daemon(Settings(low_water_bits=1024), pool=Pool())
+    with trio.move_on_after(30 * 40):
+        await daemon._low_entropy_monitor(period=30, checks=10)
+    assert not [r for r in caplog.records if "stayed below" in r.getMessage()]
