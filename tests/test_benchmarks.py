@@ -69,3 +69,10 @@ def test_pyspy_raw_summary():
     assert s["self_lines"][0] == {"where": "prngd/server.py:663 Daemon._send", "samples": 30, "share": 0.6}
     incl = {row["where"]: row["samples"] for row in s["prngd_lines_inclusive"]}
     assert incl["prngd/server.py:600 Daemon._serve"] == 40
+
+    # With --threads, only the main thread (the event loop) is counted.
+    threaded = ("thread (7): MainThread;main (prngd/cli.py:31);Daemon._send (prngd/server.py:663) 3\n"
+                "thread (9): Trio thread 0;WorkerThread._work (trio/_core/_thread_cache.py:211) 5\n")
+    s = summarize_pyspy(threaded)
+    assert s["samples"] == 3 and s["threads"] == {"MainThread": 3, "Trio thread 0": 5}
+    assert [row["where"] for row in s["self_lines"]] == ["prngd/server.py:663 Daemon._send"]
