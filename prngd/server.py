@@ -14,6 +14,7 @@ it answers every request decoded from one read with one send.
 from __future__ import annotations
 
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -341,6 +342,10 @@ class Daemon:
         nursery.start_soon(self._low_entropy_monitor)
 
     def _announce(self) -> None:
+        # Everything built so far lives as long as the daemon.  Moving it out of
+        # the collector's sight turns ~20 ms full-collection pauses under load
+        # into sub-millisecond ones (benchmarks: p99.9 of new-connection clients).
+        gc.freeze()
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
                  "seeded" if self.pool.seeded else "NOT seeded yet", self.pool.entropy_bits)
@@ -576,8 +581,13 @@ class Daemon:
         recv = sock.recv
         settings = self.settings
         trusted = None
+        # A connection-per-request client (OpenSSL, OpenSSH) has usually sent
+        # its request before we accepted: try it before parking in epoll.
+        ready = True
         while True:
-            if decoder.pending:
+            if ready:
+                ready = False
+            elif decoder.pending:
                 with trio.move_on_after(settings.request_timeout) as cs:
                     await wait_readable(sock)
                 if cs.cancelled_caught:
@@ -603,6 +613,7 @@ class Daemon:
             decoder.feed(data)
             out: list[bytes] = []
             size = 0
+            seeded = pool.seeded  # once per read: it never goes back to False
             try:
                 for req in decoder:
                     cmd = req.command
@@ -611,16 +622,17 @@ class Daemon:
                         n = req.n
                         if not n:
                             continue
-                        if not pool.seeded:
+                        if not seeded:
                             if out:
                                 await self._send(sock, b"".join(out))
                                 out.clear()
                                 size = 0
                             await self._seeded.wait()
+                            seeded = True
                         reply = pool.read(n)
                     elif cmd == 1:  # non-blocking read: the full count once seeded
                         n = req.n
-                        if pool.seeded:
+                        if seeded:
                             reply = bytes((n,)) + pool.read(n)
                         else:
                             # Only when even the kernel was not ready at start.
@@ -652,16 +664,26 @@ class Daemon:
                     await self._send(sock, b"".join(out))
                 raise
             if out:
-                await self._send(sock, out[0] if len(out) == 1 else b"".join(out))
+                # Inline, not `await self._send(...)`: one reply per read is the
+                # common case and a coroutine per reply costs ~3% of the daemon.
+                reply = out[0] if len(out) == 1 else b"".join(out)
+                try:
+                    sent = sock.send(reply)
+                except BlockingIOError:
+                    sent = 0
+                if sent != len(reply):
+                    await self._send_rest(sock, reply, sent)
 
     async def _send(self, sock: socket.socket, data: bytes) -> None:
         try:
             sent = sock.send(data)
         except BlockingIOError:
             sent = 0
-        if sent == len(data):
-            return
-        # Slow path: the client is not reading fast enough.
+        if sent != len(data):
+            await self._send_rest(sock, data, sent)
+
+    async def _send_rest(self, sock: socket.socket, data: bytes, sent: int) -> None:
+        """Slow path: the client is not reading as fast as we answer."""
         view = memoryview(data)[sent:]
         self.counters.sending += 1
         try:
