@@ -614,8 +614,10 @@ class Daemon:
             out: list[bytes] = []
             size = 0
             seeded = pool.seeded  # once per read: it never goes back to False
+            next_request = decoder.next_request
             try:
-                for req in decoder:
+                # next_request() rather than iteration: no StopIteration per read.
+                while (req := next_request()) is not None:
                     cmd = req.command
                     requests[cmd] += 1
                     if cmd == 2:  # blocking read
