@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import struct
 import sys
 import time

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -183,3 +184,25 @@ def egd_entropy(address: str) -> int:
     with connect(address) as s:
         s.sendall(b"\x00")
         return int.from_bytes(recv_exact(s, 4), "big")
+
+
+def gone(procs: list, timeout: float = 5.0) -> bool:
+    """Whether every process has exited (a zombie counts: it runs nothing), waiting up to `timeout`.
+
+    Waits on a pidfd, which becomes readable when the process exits: an event, not a poll.
+    """
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            fd = os.pidfd_open(p.pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if not p.is_running():  # the pid now belongs to someone else: ours is gone
+                continue
+            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                return False
+        finally:
+            os.close(fd)
+    return True

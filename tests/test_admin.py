@@ -437,7 +437,7 @@ def open_dir():
 
 def test_admin_socket_is_private_and_egd_socket_is_public(start_daemon, open_dir):
     sock = str(open_dir / "egd.sock")
-    d = start_daemon(socket=sock)
+    start_daemon(socket=sock)
     admin_path = config.admin_socket_for(sock)
     assert stat.S_IMODE(os.stat(admin_path).st_mode) == 0o600
     assert os.stat(admin_path).st_uid == os.getuid()

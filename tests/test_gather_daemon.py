@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import egd_entropy, egd_read
+from conftest import egd_entropy, egd_read, gone
 
 CREDIT = re.compile(r"DEBUG: (.+?): (\d+) bytes, ([0-9.]+) bits credited")
 
@@ -60,25 +60,6 @@ class FifoReader:
         os.close(self.fd)
 
 
-def _gone(procs: list[psutil.Process], timeout: float = 5.0) -> bool:
-    """Every process has exited (a zombie runs nothing); waits on pidfds, not by polling."""
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            fd = os.pidfd_open(p.pid)
-        except ProcessLookupError:
-            continue
-        try:
-            if not p.is_running():
-                continue
-            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not readable:
-                return False
-        finally:
-            os.close(fd)
-    return True
-
-
 def _config(hang: str, timeout: int) -> str:
     return f"""\
 [sources]
@@ -112,7 +93,7 @@ def test_hanging_command_is_killed_at_its_timeout_while_clients_are_served(start
 
     started = d.wait_for_line(f"command:hang running {hang} (pid {shell})")
     failed = d.wait_for_line("source command:hang failed (timed out after 2 s; killed)")
-    assert _gone(procs), "the command and its child outlived the timeout"
+    assert gone(procs), "the command and its child outlived the timeout"
     assert not psutil.pid_exists(shell), "the daemon left its child unreaped"
     assert 1.9 <= _stamp(failed) - _stamp(started) <= 4.0
     assert len(egd_read(d.socket, 32)) == 32  # and still serving
@@ -129,7 +110,7 @@ def test_stopping_the_daemon_kills_a_running_command(start_daemon, tmp_path):
         reader.close()
     assert all(p.is_running() for p in procs)
     assert d.stop() == 0
-    assert _gone(procs), "a command outlived the daemon"
+    assert gone(procs), "a command outlived the daemon"
 
 
 def test_credits_per_source_show_in_the_debug_log_and_the_entropy_count(start_daemon):

@@ -83,46 +83,41 @@ def test_a_bare_word_is_not_taken_for_a_socket():
     assert "neither a tool" in r.stderr
 
 
-async def test_low_entropy_is_reported_once_per_episode(caplog, autojump_clock):
+class ScriptedPool:
+    """A pool whose estimate, check by check, follows a script."""
+
+    seeded, generator_name = True, "test"
+
+    def __init__(self, estimate):
+        self.estimate, self.checks = estimate, 0
+
+    @property
+    def entropy_bits(self):
+        self.checks += 1
+        return self.estimate(self.checks)
+
+
+async def run_monitor(pool, seconds):
     import trio
 
     from prngd.config import Settings
     from prngd.server import Daemon
 
-    class Pool:
-        seeded, generator_name = True, "test"
-        checks = 0
-
-        @property
-        def entropy_bits(self):
-            self.checks += 1
-            return 300 if self.checks <= 25 else 2000  # 25 low checks, then recovered
-
-    caplog.set_level("INFO")
-    daemon = Daemon(Settings(low_water_bits=1024), pool=Pool())
-    with trio.move_on_after(30 * 30 + 1):
+    daemon = Daemon(Settings(low_water_bits=1024), pool=pool)
+    with trio.move_on_after(seconds):
         await daemon._low_entropy_monitor(period=30, checks=10)
+
+
+async def test_low_entropy_is_reported_once_per_episode(caplog, autojump_clock):
+    caplog.set_level("INFO")
+    # 25 low checks, then recovered.
+    await run_monitor(ScriptedPool(lambda n: 300 if n <= 25 else 2000), 30 * 30 + 1)
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "stayed below" in m]) == 1
     assert len([m for m in messages if "back to 2000" in m]) == 1
 
 
 async def test_short_dips_are_not_reported(caplog, autojump_clock):
-    import trio
-
-    from prngd.config import Settings
-    from prngd.server import Daemon
-
-    class Pool:
-        seeded, generator_name = True, "test"
-        checks = 0
-
-        @property
-        def entropy_bits(self):
-            self.checks += 1
-            return 300 if self.checks % 5 else 2000  # low, but recovering every 5th check
-
-    daemon = Daemon(Settings(low_water_bits=1024), pool=Pool())
-    with trio.move_on_after(30 * 40):
-        await daemon._low_entropy_monitor(period=30, checks=10)
+    # Low, but recovering every 5th check: never 10 in a row.
+    await run_monitor(ScriptedPool(lambda n: 300 if n % 5 else 2000), 30 * 40)
     assert not [r for r in caplog.records if "stayed below" in r.getMessage()]

@@ -8,7 +8,6 @@ import random
 import shutil
 import time
 
-import pytest
 
 from conftest import egd_read
 from prngd.seedfile import Seed, encode, parse, read_seed

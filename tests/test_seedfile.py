@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prngd import seedfile
-from prngd.seedfile import SeedFormatError, SeedState, encode, load_and_replace, parse, read_seed, save
+from prngd.seedfile import SeedFormatError, SeedState, encode, load_and_replace, parse, save
 
 
 class FakePool:

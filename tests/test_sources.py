@@ -13,11 +13,9 @@ import json
 import logging
 import os
 import random
-import select
 import shutil
 import stat
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 import trio
 import trio.testing
 
+from conftest import gone
 from prngd import sources
 from prngd.config import Command, FileSource as FileSpec, Settings
 from prngd.sources import (CommandSource, FileSource, HealthTestFailure, JitterSource, KernelSource, Sample,
@@ -117,28 +116,6 @@ def settings(**kw) -> Settings:
     base = dict(low_water_bits=0, command_interval=49.0)
     base.update(kw)
     return Settings(**base)
-
-
-def gone(procs: list[psutil.Process], timeout: float = 5.0) -> bool:
-    """Whether every process has exited (a zombie counts: it runs nothing), waiting up to `timeout`.
-
-    Waits on a pidfd, which becomes readable when the process exits: an event, not a poll.
-    """
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            fd = os.pidfd_open(p.pid)
-        except ProcessLookupError:
-            continue
-        try:
-            if not p.is_running():  # the pid now belongs to someone else: ours is gone
-                continue
-            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not readable:
-                return False
-        finally:
-            os.close(fd)
-    return True
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
