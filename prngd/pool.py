@@ -428,6 +428,7 @@ class Pool:
         "_reseed_bits",
         "_interval",
         "_seeded",
+        "on_seeded",
         "_next_reseed_at",
         "_last_reseed",
         "_reseeds",
@@ -473,6 +474,7 @@ class Pool:
         self._reseed_bits = reseed_bits
         self._interval = float(reseed_interval)
         self._seeded = False
+        self.on_seeded = None  # called once, when the pool first becomes seeded
         self._next_reseed_at = math.inf  # no timed reseeds before seeded
         self._reseeds = 0
         self._bytes_out = 0
@@ -508,6 +510,8 @@ class Pool:
         self._floor = self._floor_bits
         self._entropy = max(self._entropy, self._floor)
         self._reseed()
+        if self.on_seeded is not None:
+            self.on_seeded()
 
     # -- output -----------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import gc
 import ipaddress
+import resource
 import logging
 import os
 import signal
@@ -281,6 +282,19 @@ class Daemon:
 
     # ------------------------------------------------------------ start-up
 
+    def raise_fd_limit(self) -> None:
+        """Room for max_connections: the usual soft limit of 1024 descriptors is not."""
+        wanted = self.settings.max_connections + 64  # listeners, seed and log files, threads
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            return
+        new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            log.warning("only %d file descriptors allowed (hard limit): fewer than max_connections %d will fit",
+                        new, self.settings.max_connections)
+
     def seed_before_serving(self) -> None:
         """Everything that must happen before the first byte leaves."""
         from prngd import sources
@@ -298,6 +312,7 @@ class Daemon:
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
+        self.raise_fd_limit()
         if listeners is None:
             from prngd import systemd
 
@@ -317,7 +332,7 @@ class Daemon:
                     if self.pool.seeded:
                         self._seeded.set()
                     else:
-                        nursery.start_soon(self._watch_seeded)
+                        self.pool.on_seeded = self._became_seeded
                     await nursery.start(self._gatherers)
                     async with trio.open_nursery() as conns:
                         self._accept_scope = trio.CancelScope()
@@ -388,10 +403,9 @@ class Daemon:
 
     # ------------------------------------------------------------ background tasks
 
-    async def _watch_seeded(self) -> None:
-        # Only runs until the pool is first seeded (kernel not ready at start).
-        while not self.pool.seeded:
-            await trio.sleep(0.05)
+    def _became_seeded(self) -> None:
+        # Called by the pool the moment credited input first reaches its seed
+        # threshold (kernel not ready at start): blocked 0x02 readers go on.
         log.info("pool seeded (entropy %d bits)", self.pool.entropy_bits)
         self._seeded.set()
 

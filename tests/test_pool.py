@@ -668,3 +668,16 @@ def test_default_os_random_and_clock():
     pool = Pool()
     pool.add("kernel", os.urandom(32), 256)
     assert pool.seeded and len(pool.read(255)) == 255
+
+
+def test_on_seeded_fires_once_when_credit_reaches_the_threshold():
+    from prngd.pool import Pool
+
+    calls = []
+    pool = Pool(os_random=lambda n: bytes(n), clock=lambda: 0.0)
+    pool.on_seeded = lambda: calls.append(pool.seeded)
+    pool.add("a", b"x" * 16, 128)
+    assert calls == []
+    pool.add("a", b"y" * 16, 128)
+    pool.add("a", b"z" * 16, 128)
+    assert calls == [True]  # once, and already seeded when called

@@ -326,3 +326,20 @@ def test_sigterm_removes_socket_and_exits_zero(daemon):
     daemon.signal(signal.SIGTERM)
     assert daemon.stop() == 0
     assert not os.path.exists(daemon.socket)
+
+
+def test_the_descriptor_limit_is_raised_for_max_connections():
+    code = """
+import resource
+from prngd.config import Settings
+from prngd.server import Daemon
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))
+class P: seeded = True
+Daemon(Settings(max_connections=1024), pool=P()).raise_fd_limit()
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
+    soft, hard = int(out[0]), int(out[1])
+    assert soft == (1024 + 64 if hard == -1 or hard >= 1024 + 64 else hard)
