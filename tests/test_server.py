@@ -343,3 +343,17 @@ print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
     soft, hard = int(out[0]), int(out[1])
     assert soft == (1024 + 64 if hard == -1 or hard >= 1024 + 64 else hard)
+
+
+def test_a_client_that_does_not_read_blocks_only_itself(daemon):
+    count = 4000  # ~1 MB of replies: far more than the socket buffers hold
+    slow = connect(daemon.socket)
+    slow.sendall(b"\x02\xff" * count)
+    # The daemon is now parked on this connection's full send buffer...
+    for _ in range(20):
+        assert len(egd_read(daemon.socket, 255)) == 255  # ...and everyone else is served.
+    got = len(recv_exact(slow, 255 * count))  # every byte arrives once the client reads
+    assert got == 255 * count
+    slow.sendall(b"\x04")
+    assert recv_exact(slow, 13)[0] == 12
+    slow.close()
