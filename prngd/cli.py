@@ -1,6 +1,6 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it, plus the client tools.
 
-`prngd get|add|status|ping|feed-kernel ...` are the client tools (prngd.client);
+`prngd get|add|status|ping|feed-kernel ...` are the client tools;
 anything else starts (or with -k stops) the daemon.  A socket literally named
 like a tool can be given as ./NAME.
 """
@@ -8,6 +8,7 @@ like a tool can be given as ./NAME.
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import logging.handlers
 import os
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 
-from prngd import __version__, config
+from prngd import __version__, client, config, egd
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 
@@ -25,9 +26,7 @@ log = logging.getLogger("prngd")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in CLIENT_COMMANDS:
-        from prngd import client
-
-        return client.main(argv)
+        return tools_main(argv)
     return daemon_main(argv)
 
 
@@ -103,8 +102,6 @@ def setup_logging(settings: config.Settings, to_syslog: bool) -> None:
 
 def kill_daemon(spec: str, timeout: float = 30.0) -> int:
     """PRNGD's -k: ask the daemon on SOCKET for its pid (0x04), then SIGTERM it and wait."""
-    from prngd import client
-
     try:
         with client.EGDClient(spec, timeout=5.0) as c:
             pid = c.pid()
@@ -219,3 +216,163 @@ def daemon_main(argv: list[str]) -> int:
             except OSError:
                 pass
     return 0
+
+
+# ---------------------------------------------------------------- client tools
+# `prngd get|add|status|ping|feed-kernel`: thin shells over prngd.client.
+
+def _byte_count(text: str) -> int:
+    n = int(text, 0)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return n
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return v
+
+
+def tools_parser() -> argparse.ArgumentParser:
+    default = config.default_socket()
+    p = argparse.ArgumentParser(prog="prngd", description="Tools that talk to a running prngd (or any EGD server).")
+    p.add_argument("--version", action="version", version=f"prngd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def socket_arg(sp):
+        sp.add_argument("socket", nargs="?", default=default, metavar="SOCKET",
+                        help=f"EGD socket: a path or HOST:PORT (default {default})")
+        sp.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait for an answer (default 10)")
+
+    sp = sub.add_parser("get", help="print N random bytes (raw by default)")
+    sp.add_argument("n", type=_byte_count, metavar="N", help="how many bytes (may exceed 255)")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--hex", action="store_const", dest="format", const="hex", help="print hex and a newline")
+    fmt.add_argument("--base64", action="store_const", dest="format", const="base64",
+                     help="print base64 and a newline")
+    socket_arg(sp)
+
+    sp = sub.add_parser("add", help="send a file's bytes to the pool (0x03)")
+    sp.add_argument("file", metavar="FILE", help="file to send; - for stdin")
+    sp.add_argument("--bits", type=_byte_count, default=0,
+                    help="entropy the data is claimed to carry, in bits (default 0; at most 8 a byte; "
+                         "prngd credits it only from trusted users)")
+    socket_arg(sp)
+
+    sp = sub.add_parser("status", help="the daemon's status, from its admin socket")
+    sp.add_argument("--json", action="store_true", help="print the status as JSON")
+    sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
+    socket_arg(sp)
+
+    sp = sub.add_parser("ping", help="ask the daemon's pid (0x04); exit 1 if it does not answer")
+    socket_arg(sp)
+
+    sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
+    socket_arg(sp)
+    sp.add_argument("--once", action="store_true", help="feed once, say what was done, and exit")
+    sp.add_argument("--interval", type=_positive, default=60.0,
+                    help="feed at least this often, whatever entropy_avail says (default 60 s)")
+    sp.add_argument("--poll", type=_positive, default=2.0,
+                    help="how often to read entropy_avail (default 2 s)")
+    sp.add_argument("--bytes", type=_byte_count, default=64, dest="nbytes",
+                    help="bytes per regular feed (default 64)")
+    sp.add_argument("--no-credit", action="store_true",
+                    help="write to the urandom device without crediting, even when allowed to credit")
+    sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
+    sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
+    sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)
+    return p
+
+
+def tools_main(argv: list[str]) -> int:
+    """`prngd get|add|status|ping|feed-kernel ...`; returns the exit status."""
+    parser = tools_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        # Options may come after SOCKET, as in `prngd get 16 --hex /run/egd-pool`:
+        # plain parse_args would give SOCKET's slot away at the first positional.
+        args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
+    else:
+        args = parser.parse_args(argv)  # --help, --version, or a usage error
+    try:
+        return _COMMANDS[args.command](args)
+    except client.EGDError as e:
+        print(f"prngd {args.command}: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `prngd get 4096 | head -c 16`: the reader left; no traceback, and none at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_get(args) -> int:
+    with client.EGDClient(args.socket, args.timeout) as c:
+        data = c.read(args.n)
+    if args.format == "hex":
+        sys.stdout.write(data.hex() + "\n")
+    elif args.format == "base64":
+        sys.stdout.write(base64.b64encode(data).decode("ascii") + "\n")
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def _cmd_add(args) -> int:
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        print(f"prngd add: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    with client.EGDClient(args.socket, args.timeout) as c:
+        bits = c.write_entropy(data, args.bits)
+        # 0x03 has no reply: a round trip afterwards shows the server took the writes.
+        c.pid()
+    note = f" (clamped from {args.bits})" if bits != args.bits else ""
+    print(f"sent {len(data)} bytes claiming {bits} bits{note} to {c.address}")
+    return 0
+
+
+def _cmd_ping(args) -> int:
+    start = time.perf_counter()
+    with client.EGDClient(args.socket, args.timeout) as c:
+        pid = c.pid()
+    ms = (time.perf_counter() - start) * 1000
+    print(f"{c.address}: pid {pid}, {ms:.2f} ms")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from prngd import admin
+
+    path = args.admin or config.admin_socket_for(args.socket)
+    try:
+        status = admin.get_status(path, args.timeout)
+    except (OSError, admin.AdminError) as e:
+        err = client.error_for(e, egd.Address(path=path), "asking for the status")
+        print(f"prngd status: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(admin.render_status_json(status).decode("utf-8"))
+    else:
+        sys.stdout.write(admin.render_status_text(status))
+    return 0
+
+
+def _cmd_feed_kernel(args) -> int:
+    from prngd import feedkernel
+
+    return feedkernel.run_cli(args)
+
+
+_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping,
+             "feed-kernel": _cmd_feed_kernel}
