@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from conftest import egd_entropy, egd_read, gone
+from prngd import admin
 
 CREDIT = re.compile(r"DEBUG: (.+?): (\d+) bytes, ([0-9.]+) bits credited")
 
@@ -135,6 +136,14 @@ irq = 0.01 4096 /proc/interrupts
 
     before = list(d.lines)
     entropy = egd_entropy(d.socket)
+    # The same credits in the daemon's status (the pool's stats and each source's).
+    status = admin.get_status(d.socket + ".admin")
+    by_source = status["pool"]["credited_bits_by_source"]
+    listed = {s["name"]: s for s in status["sources"]}
+    for name in names:
+        assert by_source[name] > 0, by_source
+        assert listed[name]["credited_bits"] > 0 and listed[name]["healthy"], listed[name]
+    assert status["entropy_bits"] >= entropy
     assert d.stop() == 0  # flushes every line the daemon wrote, and stops it crediting
     after = list(d.lines)
 
