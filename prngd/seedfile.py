@@ -358,6 +358,10 @@ def load_and_replace(path: str, pool) -> SeedState:
     if old.raw is not None:
         pool.add("seedfile", old.raw, 0)  # mixed now; credited below only once replaced
         state.loaded, state.loaded_bytes = True, len(old.raw)
+    # Into the key before the replacement is drawn: otherwise the new file would
+    # come from a key the old seed never touched, and the chain from one seed to
+    # the next (seedrng's point) would be broken.
+    pool.reseed()
 
     # A creditable old seed (256 bits, now in the pool) makes the new one creditable too,
     # even if the pool's accounting only learns of it below.

@@ -26,6 +26,10 @@ class FakePool:
         self.adds: list[tuple[str, bytes, float]] = []
         self.credited = 0
         self.reads = 0
+        self.reseeds = 0
+
+    def reseed(self) -> None:
+        self.reseeds += 1
 
     def add(self, source: str, data: bytes, bits: float) -> None:
         self.adds.append((source, bytes(data), bits))
@@ -440,3 +444,26 @@ def test_with_real_pool(tmp_path):
     make_seed(a, credit=False)
     load_and_replace(str(a), pool)
     assert not pool.seeded and parse(a.read_bytes()).credit is False
+
+
+@pytest.mark.parametrize("kernel_ready", [True, False])
+def test_the_new_seed_depends_on_the_old_one(tmp_path, monkeypatch, kernel_ready):
+    """seedrng's chain: the replacement is drawn after the old seed reached the key.
+
+    Same start-up randomness, same context, different old seeds: the files written
+    in their place must differ, whether or not the kernel seeded the pool first.
+    """
+    from prngd.pool import Pool
+
+    monkeypatch.setattr(seedfile, "_context", lambda: b"fixed context")
+    written = []
+    for payload in (b"\x01" * 512, b"\x02" * 512):
+        d = tmp_path / payload[:1].hex()
+        d.mkdir()
+        make_seed(d / "seed", payload=payload)
+        pool = Pool(os_random=lambda n: b"\x07" * n, clock=lambda: 0.0)
+        if kernel_ready:
+            pool.add("kernel", b"\x09" * 32, 256)
+        load_and_replace(str(d / "seed"), pool)
+        written.append(parse((d / "seed").read_bytes()).payload)
+    assert written[0] != written[1]
