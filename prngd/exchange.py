@@ -22,12 +22,14 @@ An OS error is logged once per call and reported as False; it never raises.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import logging
 import os
 import stat
 import time
+from dataclasses import dataclass
 
 log = logging.getLogger("prngd.exchange")
 
@@ -70,9 +72,35 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def update(path: str, pool, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
+@dataclass
+class ExchangeState:
+    """What the status command reports about the exchange file."""
+
+    path: str
+    updates: int = 0
+    failures: int = 0
+    last_error: str | None = None  # of the last update, None once an update succeeds
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def update(path: str, pool, state: ExchangeState | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
     """Lock, read, mix (uncredited), write 1024 fresh bytes, fsync, unlock.  False on an OS error."""
     path = str(path)
+    ok = _update(path, pool, lock_timeout)
+    if state is not None:
+        if ok is True:
+            state.updates += 1
+            state.last_error = None
+        else:
+            state.failures += 1
+            state.last_error = ok
+    return ok is True
+
+
+def _update(path: str, pool, lock_timeout: float) -> bool | str:
+    """True, or the error that stopped the update (already logged)."""
     fd = -1
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
@@ -100,7 +128,7 @@ def update(path: str, pool, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
         if e.errno == errno.ELOOP:
             text = "it is a symbolic link: refused"
         log.warning("exchange file %s: update failed: %s", path, text)
-        return False
+        return text
     finally:
         if fd >= 0:
             try:

@@ -277,3 +277,21 @@ def test_check_chain_catches_lost_update_and_torn_write():
         check_chain(torn_log, a, c, {"p1": 1, "w2": 1})
     with pytest.raises(AssertionError, match="last recorded write"):
         check_chain(good, a, b, {"p1": 1, "w2": 1})
+
+
+def test_state_records_updates_and_the_last_error(tmp_path):
+    from prngd.exchange import ExchangeState
+
+    path = str(tmp_path / "prng_exch")
+    state = ExchangeState(path)
+    pool = FakePool()
+    assert update(path, pool, state) and update(path, pool, state)
+    assert (state.updates, state.failures, state.last_error) == (2, 0, None)
+    os.unlink(path)
+    os.symlink(str(tmp_path / "elsewhere"), path)  # refused: never followed
+    assert not update(path, pool, state)
+    assert (state.updates, state.failures) == (2, 1)
+    assert "symbolic link" in state.last_error
+    os.unlink(path)
+    assert update(path, pool, state)
+    assert state.as_dict() == {"path": path, "updates": 3, "failures": 1, "last_error": None}
