@@ -116,8 +116,6 @@ class Settings:
     low_water_bits: int = 1024  # below this estimate, gather more often
     commands: list[Command] = field(default_factory=list)
     files: list[FileSource] = field(default_factory=list)
-    # where the settings came from, for reloads
-    config_path: str | None = None
 
     def resolved_sockets(self) -> list[str]:
         return list(self.sockets) or [default_socket()]
@@ -310,7 +308,7 @@ def load(path: str | None, base: Settings | None = None) -> Settings:
         values = {"commands": parse_prngd_cmdfile(text, path)}
     else:
         values = parse_ini(text, path)
-    settings = settings.replace(config_path=str(path), **values)
+    settings = settings.replace(**values)
     validate(settings)
     return settings
 

@@ -304,11 +304,6 @@ def _remove_stale_temps(path: str) -> None:
             pass
 
 
-def write_seed(path: str, payload: bytes, credit: bool) -> None:
-    """Write a seed file (atomically); for tools and tests."""
-    write_atomic(path, encode(payload, credit))
-
-
 def read_seed(path: str) -> Seed:
     """Parse the seed file at `path` (not following a symlink); raises OSError or SeedFormatError."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -31,6 +31,7 @@ import trio
 from trio.lowlevel import checkpoint, wait_readable, wait_writable
 
 from prngd import __version__, egd
+from prngd.egd import encode_nonblocking
 from prngd.config import Settings
 
 log = logging.getLogger("prngd")
@@ -50,9 +51,8 @@ class StartupError(Exception):
 class Listener:
     spec: str  # as the user wrote it, for messages
     sock: socket.socket
-    path: str | None  # Unix socket file we created and must remove, if any
+    path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
     is_unix: bool
-    inherited: bool = False  # handed over by systemd: not ours to remove
 
 
 class Counters:
@@ -226,7 +226,7 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
             is_unix = s.family == socket.AF_UNIX
             name = s.getsockname()
             spec = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
-            out.append(Listener(spec or "<inherited>", s, None, is_unix, inherited=True))
+            out.append(Listener(spec or "<inherited>", s, None, is_unix))
         return out
     out: list[Listener] = []
     try:
@@ -250,7 +250,7 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
 def close_listeners(listeners: list[Listener]) -> None:
     for lst in listeners:
         lst.sock.close()
-        if lst.path and not lst.inherited:
+        if lst.path:
             try:
                 os.unlink(lst.path)
             except OSError:
@@ -272,7 +272,7 @@ class Daemon:
         self.listeners: list[Listener] = []
         self.sources: list = []
         self.seed_state = None
-        self.exchange_state = {"updates": 0, "failures": 0, "last_error": None}
+        self.exchange_state = None  # an exchange.ExchangeState once the updater runs
         self._seeded = trio.Event()
         self._errors = RateLimitedLog(logging.getLogger("prngd.protocol"))
         self._trusted_uids = frozenset([0, *settings.trusted_uids])
@@ -440,10 +440,11 @@ class Daemon:
         while True:
             path = self.settings.exchange_file
             if path:
+                if self.exchange_state is None or self.exchange_state.path != path:
+                    self.exchange_state = exchange.ExchangeState(path)  # SIGHUP may name another file
                 proxy = PoolProxy(self.pool, 4096)
-                ok = await trio.to_thread.run_sync(exchange.update, path, proxy)
+                await trio.to_thread.run_sync(exchange.update, path, proxy, self.exchange_state)
                 proxy.apply(self.pool)
-                self.exchange_state["updates" if ok else "failures"] += 1
             await trio.sleep(self.settings.exchange_interval)
 
     async def _low_entropy_monitor(self, period: float = 30.0, checks: int = 10) -> None:
@@ -649,7 +650,7 @@ class Daemon:
                     elif cmd == 1:  # non-blocking read: the full count once seeded
                         n = req.n
                         if seeded:
-                            reply = bytes((n,)) + pool.read(n)
+                            reply = encode_nonblocking(pool.read(n))
                         else:
                             # Only when even the kernel was not ready at start.
                             reply = b"\x00"
@@ -736,7 +737,7 @@ class Daemon:
             "bytes_served": c.bytes_served,
             "protocol_errors": c.protocol_errors,
             "seedfile": self.seed_state.as_dict() if self.seed_state is not None else None,
-            "exchange": ({"path": self.settings.exchange_file, **self.exchange_state}
-                         if self.settings.exchange_file else None),
+            "exchange": (self.exchange_state.as_dict()
+                         if self.exchange_state is not None and self.settings.exchange_file else None),
             "sockets": [lst.spec for lst in self.listeners],
         }

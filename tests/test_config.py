@@ -26,7 +26,7 @@ def test_example_config_loads_and_matches_the_defaults():
 
 def test_every_settings_field_is_documented_in_the_example():
     text = (ROOT / "prngd.conf.example").read_text()
-    internal = {"sockets", "commands", "files", "config_path", "foreground"}
+    internal = {"sockets", "commands", "files", "foreground"}
     for field in config.Settings.__dataclass_fields__:
         if field not in internal:
             assert f"\n{field} =" in text, field
