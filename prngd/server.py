@@ -422,7 +422,7 @@ class Daemon:
 
     async def _save_seed(self, seedfile) -> bool:
         path = self.settings.resolved_seedfile()
-        proxy = PoolProxy(self.pool, 4096)
+        proxy = PoolProxy(self.pool, seedfile.SEED_BYTES)
         ok = await trio.to_thread.run_sync(seedfile.save, path, proxy, self.seed_state)
         proxy.apply(self.pool)
         return ok
@@ -442,7 +442,7 @@ class Daemon:
             if path:
                 if self.exchange_state is None or self.exchange_state.path != path:
                     self.exchange_state = exchange.ExchangeState(path)  # SIGHUP may name another file
-                proxy = PoolProxy(self.pool, 4096)
+                proxy = PoolProxy(self.pool, exchange.EXCHANGE_SIZE)
                 await trio.to_thread.run_sync(exchange.update, path, proxy, self.exchange_state)
                 proxy.apply(self.pool)
             await trio.sleep(self.settings.exchange_interval)
