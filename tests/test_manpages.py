@@ -170,3 +170,13 @@ def test_package_installs_the_pages_and_the_example():
     for files in data.values():
         for f in files:
             assert (ROOT / f).is_file(), f
+
+
+def test_example_config_is_found_under_an_installed_prefix(tmp_path, monkeypatch):
+    # As after `pip install` into a venv: no source tree beside the package, the copy in PREFIX/share/doc.
+    doc = tmp_path / "venv" / "share" / "doc" / "prngd"
+    doc.mkdir(parents=True)
+    (doc / "prngd.conf.example").write_text("# the installed copy\n")
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "venv" / "lib" / "site-packages" / "prngd" / "cli.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    assert cli.example_config_path() == str(doc / "prngd.conf.example")
