@@ -234,3 +234,41 @@ def test_compose_file_shares_the_socket_directory():
     client_cmd = compose["services"]["egd-client"]["command"]
     assert client_cmd[1] == "/src/examples/python_client.py" and (EXAMPLES / "python_client.py").exists()
     assert client_cmd[2] == served_dir + "/egd-pool"
+
+
+# ---------------------------------------------------------------- README's service installation
+
+def readme_block(after: str) -> list[str]:
+    """The indented command block that follows `after` in the README."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(after, 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    assert all(line.startswith("    ") for line in block.splitlines()), block
+    return [line[4:] for line in block.splitlines()]
+
+
+def test_readme_install_steps_create_what_the_units_run():
+    steps = readme_block("source tree (this directory):")
+    argvs = [shlex.split(step) for step in steps]
+    # The entry point is linked to the path ExecStart names.
+    assert ["ln", "-sf", "/opt/prngd/bin/prngd", INSTALLED] in argvs
+    assert exec_argv("prngd.service")[0] == INSTALLED == exec_argv("prngd-feed-kernel.service")[0]
+    # Every unit, the tmpfiles file and both man pages are installed from files that exist.
+    installed = [arg for argv in argvs if argv[0] == "install" for arg in argv if "/" in arg]
+    for name in ("prngd.service", "prngd.socket", "prngd-feed-kernel.service", "tmpfiles-prngd.conf"):
+        assert f"examples/systemd/{name}" in installed and (UNITS / name).is_file(), name
+    # The man pages come from where setup.cfg's data_files put them under the venv's prefix.
+    cp = configparser.ConfigParser()
+    cp.read(ROOT / "setup.cfg")
+    for target, files in cp["options.data_files"].items():
+        if target.startswith("share/man/"):
+            for f in files.split():
+                assert f"/opt/prngd/{target}/{os.path.basename(f)}" in installed, f
+    assert any(argv[:2] == ["systemd-analyze", "verify"] for argv in argvs)
+
+
+def test_readme_set_up_keeps_two_commands():
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up\n", 1)[1].split("\n## ", 1)[0]
+    commands = [line for line in setup.splitlines() if line.startswith("    ")]
+    assert len(commands) == 2, commands
+    assert text.index("## Check that it works") == text.index("\n## ", text.index("## Set-up") + 1) + 1
