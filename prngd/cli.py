@@ -37,6 +37,35 @@ def _mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
 
 
+def example_config_path() -> str | None:
+    """prngd.conf.example: the source tree's (a checkout, an editable install), else pip's data_files copy."""
+    import site
+    import sysconfig
+    from pathlib import Path
+
+    name = "prngd.conf.example"
+    candidates = [Path(__file__).resolve().parent.parent / name]
+    for base in (sys.prefix, sysconfig.get_path("data"), site.USER_BASE):
+        if base:
+            candidates.append(Path(base) / "share" / "doc" / "prngd" / name)
+    return next((str(c) for c in candidates if c.is_file()), None)
+
+
+class _PrintExampleConfig(argparse.Action):
+    """--example-config: print the annotated configuration, as --version prints the version."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        path = example_config_path()
+        if path is None:
+            parser.exit(1, "prngd: prngd.conf.example is not installed with this copy of prngd\n")
+        with open(path) as f:
+            sys.stdout.write(f.read())
+        parser.exit(0)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prngd",
@@ -55,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--mode", type=_mode, metavar="MODE", help="Unix socket mode, octal (default 0666)")
     p.add_argument("-k", "--kill", action="store_true", help="stop the daemon serving SOCKET, then exit")
     p.add_argument("-v", "--version", action="version", version=f"prngd {__version__}")
+    p.add_argument("--example-config", action=_PrintExampleConfig,
+                   help="print the annotated example configuration (every key, its default) and exit")
     return p
 
 

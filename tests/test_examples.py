@@ -17,6 +17,8 @@ from prngd import cli, config, egd
 
 EXAMPLES = ROOT / "examples"
 UNITS = EXAMPLES / "systemd"
+# Where the README's "Install as a service" links the venv's entry point.
+INSTALLED = "/usr/local/sbin/prngd"
 
 
 def env_with(*paths) -> dict:
@@ -96,6 +98,12 @@ def unit(name: str) -> configparser.ConfigParser:
     return cp
 
 
+def all_values(name: str, key: str) -> list[str]:
+    """Every assignment of a key that systemd lets accumulate (configparser keeps only the last)."""
+    return [line.partition("=")[2].strip() for line in (UNITS / name).read_text().splitlines()
+            if line.partition("=")[0].strip() == key]
+
+
 def exec_argv(name: str, key: str = "ExecStart") -> list[str]:
     return shlex.split(unit(name)["Service"][key])
 
@@ -105,18 +113,30 @@ def test_service_unit_essentials():
     assert svc["Type"] == "notify"
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert svc["StateDirectory"] == "prngd" and svc["ProtectSystem"] == "strict"
-    assert "/var/lib/prngd" in svc["ReadWritePaths"]
+    # Never root: a dynamic user, with no capabilities to hold.
+    assert svc["DynamicUser"] == "yes" and "User" not in svc
+    assert svc["CapabilityBoundingSet"] == "" and svc["AmbientCapabilities"] == ""
+    # PrivateUsers= would show root's 0x03 writes as nobody's: no longer credited.
+    assert svc.get("PrivateUsers", "no") == "no"
     for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges", "PrivateDevices"):
         assert svc[key] == "yes", key
     assert svc["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
-    assert svc["SystemCallFilter"] == "@system-service"
+    assert all_values("prngd.service", "SystemCallFilter") == ["@system-service", "~@privileged"]
     sock = unit("prngd.socket")["Socket"]
     assert sock["ListenStream"] == "/run/egd-pool" and sock["SocketMode"] == "0666"
+    for name in ("prngd.service", "prngd.socket", "prngd-feed-kernel.service"):
+        assert "man:prngd(8)" in unit(name)["Unit"]["Documentation"].split(), name
+
+
+def test_feed_kernel_unit_holds_cap_sys_admin_alone():
+    svc = unit("prngd-feed-kernel.service")["Service"]
+    assert svc["DynamicUser"] == "yes"
+    assert svc["CapabilityBoundingSet"] == "CAP_SYS_ADMIN" == svc["AmbientCapabilities"]
 
 
 def test_exec_lines_are_valid_prngd_command_lines():
     argv = exec_argv("prngd.service")
-    assert argv[0] == "/usr/bin/prngd"
+    assert argv[0] == INSTALLED
     args = cli.parser().parse_args(argv[1:])
     assert args.fg, "Type=notify wants the daemon in the foreground"
     settings = cli.load_settings(args)
@@ -125,7 +145,7 @@ def test_exec_lines_are_valid_prngd_command_lines():
     assert unit("prngd.service")["Service"]["RuntimeDirectory"] == "prngd"
 
     feed = exec_argv("prngd-feed-kernel.service")
-    assert feed[:2] == ["/usr/bin/prngd", "feed-kernel"]
+    assert feed[:2] == [INSTALLED, "feed-kernel"]
     parser = cli.tools_parser()
     sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "feed-kernel" in a.choices)
     fk = sub.choices["feed-kernel"].parse_intermixed_args(feed[2:])
@@ -147,15 +167,36 @@ def test_tmpfiles_links_match_the_service():
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify(tmp_path):
-    # /usr/bin/prngd is not installed here: verify a copy that runs an executable that exists.
+    # prngd is not installed at INSTALLED here: verify a copy that runs an executable that exists.
+    # The man pages of Documentation= are looked up in the repository's docs/man.
     stand_in = shutil.which("true")
     names = ["prngd.service", "prngd.socket", "prngd-feed-kernel.service"]
     for name in names:
-        (tmp_path / name).write_text((UNITS / name).read_text().replace("/usr/bin/prngd", stand_in))
-    out = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+        (tmp_path / name).write_text((UNITS / name).read_text().replace(INSTALLED, stand_in))
+    man = ["--man=yes"] if shutil.which("man") else ["--man=no"]
+    out = subprocess.run(["systemd-analyze", "verify", *man, *names], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, MANPATH=str(ROOT / "docs" / "man")))
     assert out.returncode == 0, out.stdout + out.stderr
     assert (out.stdout + out.stderr).strip() == "", "systemd-analyze has remarks:\n" + out.stdout + out.stderr
+
+
+def security_exposure(unit_path) -> float:
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_path)],
+                         capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
+    assert m, out.stdout + out.stderr
+    return float(m.group(1))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_service_exposure_is_at_most_1_5(tmp_path):
+    path = tmp_path / "prngd.service"
+    path.write_text((UNITS / "prngd.service").read_text().replace(INSTALLED, shutil.which("true")))
+    try:
+        exposure = security_exposure(path)
+    except AssertionError:
+        pytest.skip("this systemd-analyze has no offline security analysis")
+    assert exposure <= 1.5
 
 
 # ---------------------------------------------------------------- Postfix
@@ -193,3 +234,41 @@ def test_compose_file_shares_the_socket_directory():
     client_cmd = compose["services"]["egd-client"]["command"]
     assert client_cmd[1] == "/src/examples/python_client.py" and (EXAMPLES / "python_client.py").exists()
     assert client_cmd[2] == served_dir + "/egd-pool"
+
+
+# ---------------------------------------------------------------- README's service installation
+
+def readme_block(after: str) -> list[str]:
+    """The indented command block that follows `after` in the README."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(after, 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    assert all(line.startswith("    ") for line in block.splitlines()), block
+    return [line[4:] for line in block.splitlines()]
+
+
+def test_readme_install_steps_create_what_the_units_run():
+    steps = readme_block("source tree (this directory):")
+    argvs = [shlex.split(step) for step in steps]
+    # The entry point is linked to the path ExecStart names.
+    assert ["ln", "-sf", "/opt/prngd/bin/prngd", INSTALLED] in argvs
+    assert exec_argv("prngd.service")[0] == INSTALLED == exec_argv("prngd-feed-kernel.service")[0]
+    # Every unit, the tmpfiles file and both man pages are installed from files that exist.
+    installed = [arg for argv in argvs if argv[0] == "install" for arg in argv if "/" in arg]
+    for name in ("prngd.service", "prngd.socket", "prngd-feed-kernel.service", "tmpfiles-prngd.conf"):
+        assert f"examples/systemd/{name}" in installed and (UNITS / name).is_file(), name
+    # The man pages come from where setup.cfg's data_files put them under the venv's prefix.
+    cp = configparser.ConfigParser()
+    cp.read(ROOT / "setup.cfg")
+    for target, files in cp["options.data_files"].items():
+        if target.startswith("share/man/"):
+            for f in files.split():
+                assert f"/opt/prngd/{target}/{os.path.basename(f)}" in installed, f
+    assert any(argv[:2] == ["systemd-analyze", "verify"] for argv in argvs)
+
+
+def test_readme_set_up_keeps_two_commands():
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up\n", 1)[1].split("\n## ", 1)[0]
+    commands = [line for line in setup.splitlines() if line.startswith("    ")]
+    assert len(commands) == 2, commands
+    assert text.index("## Check that it works") == text.index("\n## ", text.index("## Set-up") + 1) + 1
