@@ -27,11 +27,18 @@ def columns(values: list[float], width: int = MAX_COLUMNS) -> list[float]:
 
 
 def sparkline(values: list[float]) -> str:
-    """One block a value, its height proportional to the value (0 is the lowest block, the maximum the highest)."""
-    top = max(values, default=0)
-    if top <= 0:
-        return BLOCKS[0] * len(values)
-    return "".join(BLOCKS[round(max(v, 0) / top * (len(BLOCKS) - 1))] for v in values)
+    """One block a value, the lowest block for the series' minimum and the highest for its maximum.
+
+    Scaled to the series' own range, as `spark` does: a dip from 4096 to 3700 bits
+    shows, where a scale from 0 would flatten it; the numbers beside give the scale.
+    A flat series is drawn mid-height (at the floor when it is all zero).
+    """
+    if not values:
+        return ""
+    low, top = min(values), max(values)
+    if top == low:
+        return (BLOCKS[0] if top == 0 else BLOCKS[len(BLOCKS) // 2 - 1]) * len(values)
+    return "".join(BLOCKS[round((v - low) / (top - low) * (len(BLOCKS) - 1))] for v in values)
 
 
 def _num(v: float) -> str:

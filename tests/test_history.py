@@ -127,10 +127,11 @@ def test_history_interval_out_of_range_is_refused(tmp_path, value):
 
 # ---------------------------------------------------------------- drawing
 
-def test_sparkline_heights_are_proportional():
+def test_sparkline_spans_the_series_range():
     assert summary.sparkline([0, 1, 2, 4]) == "▁▃▅█"
+    assert summary.sparkline([3700, 4096, 3898]) == "▁█▅"  # a dip near the top still shows
     assert summary.sparkline([0, 0, 0]) == "▁▁▁"
-    assert summary.sparkline([5, 5]) == "██"
+    assert summary.sparkline([5, 5]) == "▄▄"
     assert summary.sparkline([]) == ""
 
 
