@@ -121,12 +121,21 @@ class History:
 
 
 async def sample_every(history: History, get_status: Callable[[], dict], get_interval: Callable[[], float]) -> None:
-    """The sampler task: a baseline now, then a point every interval (re-read each time: SIGHUP may change it)."""
-    history.sample(get_status())
+    """The sampler task: a baseline now, then a point every interval (re-read each time: SIGHUP may change it).
+
+    A failure costs that point, never the daemon: this task shares its nursery.
+    """
+    failed = False
     while True:
+        try:
+            point = history.sample(get_status())
+        except Exception:
+            if not failed:  # once, not every interval
+                log.exception("history: cannot take a point (later failures are not logged)")
+            failed = True
+        else:
+            if point is not None:
+                log.debug("history point %d: entropy %d bits, %.3g requests/s, %d connections", history.taken,
+                          point["entropy_bits"], sum(point["requests_per_s"].values()), point["connections"])
         history.interval = get_interval()
         await trio.sleep(history.interval)
-        point = history.sample(get_status())
-        if point is not None:
-            log.debug("history point %d: entropy %d bits, %.3g requests/s, %d connections", history.taken,
-                      point["entropy_bits"], sum(point["requests_per_s"].values()), point["connections"])

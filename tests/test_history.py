@@ -12,6 +12,7 @@ import sys
 import tracemalloc
 
 import pytest
+import trio
 
 from conftest import ROOT, egd_read
 from prngd import admin, cli, config, history, summary
@@ -125,6 +126,25 @@ def test_history_interval_out_of_range_is_refused(tmp_path, value):
         config.load(str(cfg))
 
 
+async def test_the_sampler_survives_a_failing_status_and_follows_the_interval(autojump_clock):
+    calls = []
+
+    def get_status():
+        calls.append(trio.current_time())
+        if len(calls) == 3:
+            raise RuntimeError("a bug in status()")
+        return status_at(float(len(calls)), requests=(len(calls), 0, 0, 0, 0))
+
+    intervals = iter([1.0] * 5 + [2.0] * 100)
+    h = History()
+    with trio.move_on_after(15.5):
+        await history.sample_every(h, get_status, lambda: next(intervals))
+    # baseline at 0, points at 1..5 (the one at 2 lost), then every 2 s: 7, 9, 11, 13, 15
+    assert calls == [0, 1, 2, 3, 4, 5, 7, 9, 11, 13, 15]
+    assert len(h) == 9 and h.interval == 2.0
+    assert h.points()[1]["requests_per_s"]["entropy_level"] == 1.0  # over the two seconds around the lost one
+
+
 # ---------------------------------------------------------------- drawing
 
 def test_sparkline_spans_the_series_range():
@@ -211,8 +231,9 @@ def test_history_and_index_answers():
 # ---------------------------------------------------------------- a real daemon
 
 def run_env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                LC_ALL="C.UTF-8", PYTHONIOENCODING="")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), LC_ALL="C.UTF-8")
+    env.pop("PYTHONIOENCODING", None)  # the terminal's locale decides, as for a user
+    return env
 
 
 def status_in_a_pty(sock: str) -> str:
@@ -303,3 +324,16 @@ def test_history_from_a_running_daemon_matches_the_schema_and_the_index(start_da
     assert served["interval_s"] == 0.1 and served["capacity"] == history.CAPACITY and len(served["points"]) >= 2
     ts = [p["t"] for p in served["points"]]
     assert ts == sorted(ts) and served["now"] >= ts[-1]
+
+
+def test_sighup_changes_the_interval(start_daemon):
+    d = start_daemon("-d", config=QUIET + "[prngd]\nhistory_interval = 0.1\n")
+    d.wait_for_line("history point 1:")
+    cfg = d.args[d.args.index("-c") + 1]
+    with open(cfg, "w") as f:
+        f.write(QUIET + "[prngd]\nhistory_interval = 0.25\n")
+    d.signal(signal.SIGHUP)
+    d.wait_for_line("configuration reloaded")
+    # The sampler reads the interval after each point: the first point after the reload is followed by 0.25 s.
+    d.wait_for_line(f"history point {taken(d) + 1}:")
+    assert admin.get_history(config.admin_socket_for(d.socket))["interval_s"] == 0.25
