@@ -333,8 +333,12 @@ def render_status_text(status: dict) -> str:
         line += f", last {_duration(pool['last_reseed_age_s'])} ago"
     out.append(line)
     conns = g("connections") or {}
-    out.append(f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
-               f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")
+    line = (f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
+            f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")
+    by_reason = conns.get("rejected_by_reason")
+    if isinstance(by_reason, dict) and conns.get("rejected"):
+        line += " (" + ", ".join(f"{reason} {n}" for reason, n in by_reason.items()) + ")"
+    out.append(line)
     reqs = g("requests") or {}
     out.append("requests:    " + ", ".join(f"{k} {v}" for k, v in reqs.items())
                + f"; {g('bytes_served', 0)} bytes served; {g('protocol_errors', 0)} protocol errors")

@@ -199,6 +199,13 @@ def test_no_points_yet_says_so():
     assert summary.render(SAMPLE, None) == admin.render_status_text(SAMPLE)
 
 
+def test_rejections_by_reason_are_named_when_the_daemon_counts_them():
+    conns = {**SAMPLE["connections"], "rejected": 5, "rejected_by_reason": {"global_cap": 1, "per_uid": 4}}
+    text = summary.render({**SAMPLE, "connections": conns})
+    assert "5 rejected (global_cap 1, per_uid 4)\n" in text
+    assert "1 rejected\n" in summary.render(SAMPLE)
+
+
 class FakeStream:
     def __init__(self, tty: bool, encoding: str) -> None:
         self.tty, self.encoding = tty, encoding
