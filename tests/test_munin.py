@@ -6,8 +6,11 @@ import importlib.machinery
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT, connect, egd_read
 from prngd import config
@@ -155,3 +158,28 @@ def test_rejections_by_reason_become_valid_fields():
     assert values["prngd_requests"] == {"get_pid": "1", "some_new_command": "2"}
     assert values["prngd_entropy"] == {"entropy": "300"}
     assert plugin.clean_fieldname("9lives") == "_lives" and plugin.number(float("nan")) == "U"
+
+
+@pytest.mark.skipif(shutil.which("munin-run") is None or os.geteuid() != 0,
+                    reason="needs munin-node's munin-run, as root (it switches to the configured user)")
+def test_munin_run_reads_the_plugin_as_a_node_would(start_daemon, tmp_path):
+    """Munin's own runner: plugin-conf.d's `env.admin_socket` reaches the plugin, multigraph is announced."""
+    d = start_daemon()
+    egd_read(d.socket, 8)
+    plugins, conf = tmp_path / "plugins", tmp_path / "plugin-conf.d"
+    plugins.mkdir()
+    conf.mkdir()
+    (plugins / "prngd").symlink_to(PLUGIN)
+    (conf / "prngd").write_text(f"[prngd]\nuser root\nenv.admin_socket {config.admin_socket_for(d.socket)}\n")
+
+    def munin_run(*args):
+        out = subprocess.run(["munin-run", "--servicedir", str(plugins), "--sconfdir", str(conf), "prngd", *args],
+                             capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert munin_run("autoconf") == "yes\n"
+    graphs = parse_config(munin_run("config"))
+    values = parse_values(munin_run())
+    assert {g: set(f) for g, (_, f) in graphs.items()} == {g: set(v) for g, v in values.items()}
+    assert int(values["prngd_requests"]["read_blocking"]) >= 1
