@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -119,3 +121,18 @@ def test_every_metric_the_dashboard_uses_is_exported(start_daemon, tmp_path, das
                    "prngd_connections_rejected_total", "prngd_reseeds_total", "prngd_seed_saves_total",
                    "prngd_seed_save_failures_total"):
         assert wanted in used, f"the dashboard does not show {wanted}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Prometheus) is not installed")
+def test_promtool_parses_every_query(dash, tmp_path):
+    """The expressions are valid PromQL once Grafana has put in its variables (promtool check rules)."""
+    rules = []
+    for i, expr in enumerate(expressions(dash)):
+        concrete = expr.replace("$__rate_interval", "2m").replace("$instance", ".*")
+        assert "$" not in concrete, f"{expr}: a variable this test does not fill in"
+        rules.append(f"      - record: prngd:dashboard_query_{i}\n        expr: {json.dumps(concrete)}\n")
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text("groups:\n  - name: prngd-dashboard\n    rules:\n" + "".join(rules))
+    out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in out.stdout + out.stderr
