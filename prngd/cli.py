@@ -261,7 +261,9 @@ def tools_parser() -> argparse.ArgumentParser:
                          "prngd credits it only from trusted users)")
     socket_arg(sp)
 
-    sp = sub.add_parser("status", help="the daemon's status, from its admin socket")
+    sp = sub.add_parser("status", help="the daemon's status, from its admin socket",
+                        description="The daemon's status and its last hour (entropy, requests/s, connections): "
+                                    "sparklines on a terminal, plain numbers otherwise.")
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
     sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
     socket_arg(sp)
