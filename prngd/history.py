@@ -12,15 +12,16 @@ ring keeps working whatever the connection layer looks like:
     reseeds         generator reseeds since the previous point
 
 Rates come from counter deltas over the status' own uptime clock, so a late
-sample gives a correct rate, not a spike.  A point is 44 packed bytes (struct),
-so 1440 points (24 hours at one a minute) hold about 0.1 MB however busy the
-daemon is.  The admin socket serves the ring at /history
+sample gives a correct rate, not a spike.  A point is 44 packed bytes (struct;
+about 88 with the bytes object and the deque's slot), so 1440 points (24 hours
+at one a minute) hold about 125 KiB however busy the daemon is.  The admin socket serves the ring at /history
 (docs/history.schema.json).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import time
 from collections import deque
@@ -40,7 +41,7 @@ _U32 = 0xFFFFFFFF
 
 def _count(value) -> int:
     """A counter or gauge from the status dict as a whole number (missing or bad: 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return 0
     return int(value)
 

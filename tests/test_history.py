@@ -64,7 +64,7 @@ def test_a_counter_that_drops_gives_zero_not_a_negative_rate():
 def test_a_partial_status_gives_zeros_not_an_error():
     h = History()
     h.sample({"uptime_s": 1.0})
-    point = h.sample({"uptime_s": 2.0, "entropy_bits": float("nan")})
+    point = h.sample({"uptime_s": 2.0, "entropy_bits": float("nan"), "connections": {"current": float("inf")}})
     assert point["entropy_bits"] == 0 and point["connections"] == 0
     assert set(point["requests_per_s"].values()) == {0.0}
 
