@@ -344,3 +344,21 @@ def test_sighup_changes_the_interval(start_daemon):
     # The sampler reads the interval after each point: the first point after the reload is followed by 0.25 s.
     d.wait_for_line(f"history point {taken(d) + 1}:")
     assert admin.get_history(config.admin_socket_for(d.socket))["interval_s"] == 0.25
+
+
+async def test_status_of_a_daemon_without_history_still_prints_the_status(tmp_path):
+    """An older daemon answers 404 at /history: the status is printed, and one line says why the hour is missing."""
+    import socket
+
+    path = str(tmp_path / "old.admin")
+    async with trio.open_nursery() as nursery:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen()
+        await nursery.start(admin.serve_admin, sock, lambda: SAMPLE)  # no get_history
+        out = await trio.run_process([sys.executable, "-m", "prngd", "status", "--admin", path],
+                                     capture_stdout=True, capture_stderr=True, env=run_env(), check=False)
+        nursery.cancel_scope.cancel()
+    assert out.returncode == 0
+    assert "pid 4242" in out.stdout.decode() and "last hour" not in out.stdout.decode()
+    assert out.stderr.decode().splitlines() == ["prngd status: no history: the admin socket answered 404: 404 Not Found"]
