@@ -361,4 +361,5 @@ async def test_status_of_a_daemon_without_history_still_prints_the_status(tmp_pa
         nursery.cancel_scope.cancel()
     assert out.returncode == 0
     assert "pid 4242" in out.stdout.decode() and "last hour" not in out.stdout.decode()
-    assert out.stderr.decode().splitlines() == ["prngd status: no history: the admin socket answered 404: 404 Not Found"]
+    assert out.stderr.decode().splitlines() == [
+        "prngd status: no history: the admin socket answered 404: 404 Not Found"]
