@@ -1,4 +1,4 @@
-"""The admin endpoint: status as JSON and metrics for Prometheus, over a private Unix socket.
+"""The admin endpoint: status and history as JSON, metrics for Prometheus, over a private Unix socket.
 
 The EGD protocol has no status command, so the daemon serves a second Unix
 socket (mode 0600 by default: the owner only) speaking just enough HTTP/1.0
@@ -8,7 +8,9 @@ for curl and Prometheus' scrapers:
     curl --unix-socket /var/run/egd-pool.admin http://localhost/metrics
 
 `GET /status` answers the status dict as JSON (docs/status.schema.json),
-`GET /metrics` the Prometheus text exposition format 0.0.4, anything else 404.
+`GET /metrics` the Prometheus text exposition format 0.0.4, `GET /history`
+the recent-history ring as JSON (docs/history.schema.json), `GET /` the list
+of these endpoints, anything else 404.
 One request a connection, then close.  A request head may take 4 KiB and
 5 seconds; past that, or on garbage, the peer gets a 4xx and the connection
 closes; nothing a peer sends can stop the endpoint.
@@ -65,7 +67,19 @@ def _error(code: int, head_only: bool = False, extra: str = "") -> bytes:
     return _response(code, f"{code} {_REASONS[code]}\n".encode("ascii"), head_only=head_only, extra=extra)
 
 
-def respond(head: bytes, get_status: Callable[[], dict]) -> bytes:
+# path -> what it serves, for the index at `/`
+ENDPOINTS = {
+    "/status": "the daemon's status as JSON (docs/status.schema.json)",
+    "/metrics": "Prometheus metrics, text exposition format 0.0.4",
+    "/history": "recent history as JSON, one point every history_interval seconds (docs/history.schema.json)",
+}
+
+
+def render_index() -> bytes:
+    return ("".join(f"{path:<10} {text}\n" for path, text in ENDPOINTS.items())).encode("utf-8")
+
+
+def respond(head: bytes, get_status: Callable[[], dict], get_history: Callable[[], dict] | None = None) -> bytes:
     """The complete response to a request head (request line and headers). Never raises."""
     line = head.split(b"\n", 1)[0].rstrip(b"\r")
     parts = line.split()
@@ -77,9 +91,13 @@ def respond(head: bytes, get_status: Callable[[], dict]) -> bytes:
     if method not in (b"GET", b"HEAD"):
         return _error(405, extra="Allow: GET, HEAD\r\n")
     path = target.split(b"?", 1)[0].split(b"#", 1)[0]
-    if path not in (b"/status", b"/metrics"):
+    if path == b"/":
+        return _response(200, render_index(), head_only=head_only)
+    if path not in (b"/status", b"/metrics", b"/history") or (path == b"/history" and get_history is None):
         return _error(404, head_only)
     try:
+        if path == b"/history":
+            return _response(200, render_history_json(get_history()), JSON_TYPE, head_only=head_only)
         status = get_status()
         if path == b"/status":
             return _response(200, render_status_json(status), JSON_TYPE, head_only=head_only)
@@ -121,11 +139,12 @@ async def _drain(stream: trio.abc.ReceiveStream) -> None:
             left -= len(chunk)
 
 
-async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict]) -> None:
+async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict],
+                  get_history: Callable[[], dict] | None) -> None:
     try:
         try:
             head, error = await _read_head(stream)
-            reply = respond(head, get_status) if error is None else _error(error)
+            reply = respond(head, get_status, get_history) if error is None else _error(error)
             with trio.move_on_after(WRITE_TIMEOUT):
                 await stream.send_all(reply)
                 await stream.send_eof()
@@ -138,15 +157,18 @@ async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict]) -> 
         log.exception("admin: error on a connection")
 
 
-async def serve_admin(sock: trio.socket.SocketType, get_status: Callable[[], dict], *,
+async def serve_admin(sock: trio.socket.SocketType, get_status: Callable[[], dict],
+                      get_history: Callable[[], dict] | None = None, *,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer admin requests on `sock` (bound and listening) until cancelled.
 
     `get_status()` is called for each /status or /metrics request and returns
-    the status dict.  The caller owns the socket's path and mode.
+    the status dict; `get_history()` for each /history request (None: no
+    /history).  The caller owns the socket's path and mode.
     """
     listener = trio.SocketListener(sock)
-    await trio.serve_listeners(lambda stream: _handle(stream, get_status), [listener], task_status=task_status)
+    await trio.serve_listeners(lambda stream: _handle(stream, get_status, get_history), [listener],
+                               task_status=task_status)
 
 
 # ---------------------------------------------------------------- renderings
@@ -164,6 +186,17 @@ def _json_safe(value: Any) -> Any:
 
 def render_status_json(status: dict) -> bytes:
     return (json.dumps(_json_safe(status), indent=2, default=str, allow_nan=False) + "\n").encode("utf-8")
+
+
+def render_history_json(history: dict) -> bytes:
+    # One line a point: 1440 points stay readable and about 0.3 MB.
+    points = history.get("points") or []
+    fields = [f"{json.dumps(str(k))}: {json.dumps(_json_safe(v), allow_nan=False)}"
+              for k, v in history.items() if k != "points"]
+    lines = [json.dumps(_json_safe(p), separators=(",", ":"), allow_nan=False) for p in points]
+    fields.append('"points": [' + ("\n  " + ",\n  ".join(lines) + "\n" if lines else "") + "]")
+    body = "{" + ", ".join(fields) + "}\n"
+    return body.encode("utf-8")
 
 
 def _escape_label(value: Any) -> str:
@@ -300,8 +333,12 @@ def render_status_text(status: dict) -> str:
         line += f", last {_duration(pool['last_reseed_age_s'])} ago"
     out.append(line)
     conns = g("connections") or {}
-    out.append(f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
-               f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")
+    line = (f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
+            f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")
+    by_reason = conns.get("rejected_by_reason")
+    if isinstance(by_reason, dict) and conns.get("rejected"):
+        line += " (" + ", ".join(f"{reason} {n}" for reason, n in by_reason.items()) + ")"
+    out.append(line)
     reqs = g("requests") or {}
     out.append("requests:    " + ", ".join(f"{k} {v}" for k, v in reqs.items())
                + f"; {g('bytes_served', 0)} bytes served; {g('protocol_errors', 0)} protocol errors")
@@ -362,16 +399,16 @@ def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(parts[1]), headers, body
 
 
-def _status_from(raw: bytes) -> dict:
+def _status_from(raw: bytes, what: str = "status") -> dict:
     code, _, body = parse_response(raw)
     if code != 200:
         raise AdminError(f"the admin socket answered {code}: {body[:200].decode('utf-8', 'replace').strip()}")
     try:
         status = json.loads(body)
     except ValueError as e:
-        raise AdminError(f"the admin socket sent a status that is not JSON: {e}") from None
+        raise AdminError(f"the admin socket sent a {what} that is not JSON: {e}") from None
     if not isinstance(status, dict):
-        raise AdminError("the admin socket sent a status that is not a JSON object")
+        raise AdminError(f"the admin socket sent a {what} that is not a JSON object")
     return status
 
 
@@ -412,6 +449,11 @@ async def fetch(path: str, target: str) -> bytes:
 def get_status(path: str, timeout: float | None = 5.0) -> dict:
     """The daemon's status dict from its admin socket (blocking)."""
     return _status_from(request(path, "/status", timeout))
+
+
+def get_history(path: str, timeout: float | None = 5.0) -> dict:
+    """The daemon's history ring (the /history dict) from its admin socket (blocking)."""
+    return _status_from(request(path, "/history", timeout), "history")
 
 
 async def fetch_status(path: str) -> dict:

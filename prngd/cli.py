@@ -292,7 +292,9 @@ def tools_parser() -> argparse.ArgumentParser:
                          "prngd credits it only from trusted users)")
     socket_arg(sp)
 
-    sp = sub.add_parser("status", help="the daemon's status, from its admin socket")
+    sp = sub.add_parser("status", help="the daemon's status, from its admin socket",
+                        description="The daemon's status and its last hour (entropy, requests/s, connections): "
+                                    "sparklines on a terminal, plain numbers otherwise.")
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
     sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
     socket_arg(sp)
@@ -394,9 +396,29 @@ def _cmd_status(args) -> int:
         return 1
     if args.json:
         sys.stdout.write(admin.render_status_json(status).decode("utf-8"))
-    else:
-        sys.stdout.write(admin.render_status_text(status))
+        return 0
+    from prngd import summary
+
+    try:
+        history = admin.get_history(path, args.timeout)
+    except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
+        history = None
+        print(f"prngd status: no history: {e}", file=sys.stderr)
+    sys.stdout.write(summary.render(status, history, sparklines=_can_draw(sys.stdout)))
     return 0
+
+
+def _can_draw(stream) -> bool:
+    """Sparklines only for a terminal that can show the block characters; plain numbers otherwise."""
+    from prngd.summary import BLOCKS
+
+    try:
+        if not stream.isatty():
+            return False
+        BLOCKS.encode(stream.encoding or "ascii")
+    except (AttributeError, ValueError, LookupError, UnicodeError):
+        return False
+    return True
 
 
 def _cmd_feed_kernel(args) -> int:

@@ -86,6 +86,7 @@ class Settings:
     admin_mode: int = 0o600
     log_level: str = "info"
     foreground: bool = False
+    history_interval: float = 60.0  # seconds between points of the /history ring (1440 points kept)
     # [pool]
     generator: str = "chacha20"
     drbg_hash: str = "sha256"
@@ -178,7 +179,8 @@ _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda
 
 _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "request_timeout", "idle_timeout",
-              "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level"],
+              "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level",
+              "history_interval"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
@@ -326,6 +328,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("pool_bits must be at least 256")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
+    if not 0.1 <= s.history_interval <= 86400:  # also refuses nan
+        raise ConfigError(f"history_interval must be between 0.1 and 86400 seconds, not {s.history_interval!r}")
     for name in ("system_interval", "command_interval", "file_interval", "kernel_interval", "jitter_interval",
                  "seed_save_interval", "exchange_interval", "reseed_interval"):
         if getattr(s, name) <= 0:

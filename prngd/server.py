@@ -30,7 +30,7 @@ from typing import Callable
 import trio
 from trio.lowlevel import checkpoint, wait_readable, wait_writable
 
-from prngd import __version__, egd
+from prngd import __version__, egd, history
 from prngd.egd import encode_nonblocking
 from prngd.config import Settings
 
@@ -273,6 +273,7 @@ class Daemon:
         self.sources: list = []
         self.seed_state = None
         self.exchange_state = None  # an exchange.ExchangeState once the updater runs
+        self.history = history.History(settings.history_interval)
         self._seeded = trio.Event()
         self._errors = RateLimitedLog(logging.getLogger("prngd.protocol"))
         self._trusted_uids = frozenset([0, *settings.trusted_uids])
@@ -353,8 +354,9 @@ class Daemon:
         if admin_sock is not None:
             from prngd import admin
 
-            nursery.start_soon(admin.serve_admin, admin_sock, self.status)
+            nursery.start_soon(admin.serve_admin, admin_sock, self.status, self.history.as_dict)
         nursery.start_soon(self._low_entropy_monitor)
+        nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
 
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
@@ -475,8 +477,11 @@ class Daemon:
                 return
             if sig == signal.SIGHUP:
                 self.reload()
-            elif sig == signal.SIGUSR1:
-                log.info("statistics: %s", self.status())
+            elif sig == signal.SIGUSR1:  # the summary `prngd status` prints, a log line a line
+                from prngd import summary
+
+                for line in summary.render(self.status(), self.history.as_dict()).splitlines():
+                    log.info("statistics: %s", line)
 
     async def _drain(self) -> None:
         """Stop accepting, then give replies in flight a bounded time to leave."""

@@ -155,7 +155,7 @@ def test_metrics_answers_the_text_format():
 
 
 @pytest.mark.parametrize("head,code", [
-    (b"GET / HTTP/1.0\r\n\r\n", 404),
+    (b"GET /index.html HTTP/1.0\r\n\r\n", 404),
     (b"GET /status/x HTTP/1.0\r\n\r\n", 404),
     (b"GET /../etc/passwd HTTP/1.0\r\n\r\n", 404),
     (b"POST /status HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 405),
@@ -168,6 +168,20 @@ def test_metrics_answers_the_text_format():
 ])
 def test_everything_else_is_refused(head, code):
     assert split(admin.respond(head, lambda: SAMPLE))[0] == code
+
+
+def test_the_root_lists_every_endpoint_and_each_answers():
+    history = {"now": 1.0, "interval_s": 60, "capacity": 1440, "points": []}
+    code, headers, body = split(admin.respond(b"GET / HTTP/1.0\r\n\r\n", lambda: SAMPLE, lambda: history))
+    assert code == 200 and headers["content-type"].startswith("text/plain")
+    listed = {}
+    for line in body.decode().splitlines():
+        path, description = line.split(None, 1)
+        listed[path] = description
+    assert set(listed) == {"/status", "/metrics", "/history"}
+    for path in listed:
+        head = f"GET {path} HTTP/1.0\r\n\r\n".encode()
+        assert split(admin.respond(head, lambda: SAMPLE, lambda: history))[0] == 200, path
 
 
 def test_query_strings_and_http09_lines_are_accepted():
@@ -419,6 +433,9 @@ def test_curl_reads_the_admin_socket(start_daemon):
                           "--unix-socket", admin_path, "http://localhost/other"], capture_output=True, text=True,
                          timeout=30)
     assert out.stdout == "404"
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "--unix-socket", admin_path, "http://localhost/"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "/history " in out.stdout, out.stderr
 
 
 # ---------------------------------------------------------------- who may connect
