@@ -198,3 +198,22 @@ def test_without_nobody_a_root_daemon_skips_its_commands_with_one_warning(monkey
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["not running the 2 entropy commands: prngd runs as root and there is no user "
                         "'no-such-user-prngd' to run them as (use -u USER)"]
+
+
+def test_defaults_are_resolved_as_root_and_kept_after_the_drop(monkeypatch):
+    """Default paths depend on the euid: resolved once as root, they must not move to nobody's after the drop."""
+    from prngd import config
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    pinned = config.pin_defaults(config.Settings(user="nobody"))
+    assert (pinned.sockets, pinned.seedfile, pinned.admin_socket) == (
+        ["/var/run/egd-pool"], "/var/lib/prngd/seed", "/var/run/egd-pool.admin")
+    monkeypatch.setattr(os, "geteuid", lambda: NOBODY.pw_uid)  # after the drop, at SIGHUP
+    reloaded = config.pin_defaults(config.Settings(user="nobody"), pinned)
+    assert (reloaded.resolved_sockets(), reloaded.resolved_seedfile(), reloaded.resolved_admin_socket()) == (
+        ["/var/run/egd-pool"], "/var/lib/prngd/seed", "/var/run/egd-pool.admin")
+    # What the file names still wins, and -n (no seed file) stays off.
+    changed = config.pin_defaults(config.Settings(seedfile="/srv/seed", admin_socket=""), pinned)
+    assert (changed.resolved_seedfile(), changed.resolved_admin_socket()) == ("/srv/seed", None)
+    assert config.pin_defaults(config.Settings(seedfile=""), pinned).resolved_seedfile() is None
