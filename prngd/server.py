@@ -283,6 +283,7 @@ class Daemon:
         self._reload = reload
         self._on_ready = on_ready
         self._on_bound = on_bound  # once the sockets are bound, before the drop (the pidfile)
+        self._served = False  # a start that fails says only why, not also "stopped"
         self.pool = pool if pool is not None else make_pool(settings)
         self.counters = Counters()
         self.started = time.monotonic()
@@ -423,6 +424,7 @@ class Daemon:
         # the collector's sight turns ~20 ms full-collection pauses under load
         # into sub-millisecond ones (benchmarks: p99.9 of new-connection clients).
         gc.freeze()
+        self._served = True
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
                  "seeded" if self.pool.seeded else "NOT seeded yet", self.pool.entropy_bits)
@@ -468,7 +470,8 @@ class Daemon:
             # Shutdown is already cancelling us; the last save must still run.
             with trio.CancelScope(shield=True):
                 await self._save_seed(seedfile)
-        log.info("stopped")
+        if self._served:
+            log.info("stopped")
 
     # ------------------------------------------------------------ background tasks
 
