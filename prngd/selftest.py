@@ -12,7 +12,8 @@ the daemon uses:
 - the first bytes of our own construction: a Pool whose os_random and clock
   are injected, fed fixed samples (KDF, accumulator framing, fast key erasure).
 
-Together they take about a millisecond.  Imports nothing of prngd but the pool.
+Together they take a few milliseconds at start (most of it loading the
+library's C code), about one once loaded.  Imports nothing of prngd but the pool.
 """
 
 from __future__ import annotations

@@ -217,3 +217,13 @@ def test_defaults_are_resolved_as_root_and_kept_after_the_drop(monkeypatch):
     changed = config.pin_defaults(config.Settings(seedfile="/srv/seed", admin_socket=""), pinned)
     assert (changed.resolved_seedfile(), changed.resolved_admin_socket()) == ("/srv/seed", None)
     assert config.pin_defaults(config.Settings(seedfile=""), pinned).resolved_seedfile() is None
+
+
+def test_a_drop_that_leaves_root_regainable_is_refused(monkeypatch):
+    # The switch calls do nothing here (this test process stays root), as in a
+    # sandbox that fakes them: setuid(0) then succeeds, and the drop must refuse.
+    for name in ("initgroups", "setgid", "setuid"):
+        monkeypatch.setattr(os, name, lambda *args: None)
+    with pytest.raises(privileges.PrivilegeError) as e:
+        privileges.drop(privileges.lookup("nobody"))
+    assert str(e.value) == "after switching to nobody the process could become root again; refusing to run"
