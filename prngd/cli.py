@@ -180,8 +180,12 @@ def _ask_pid(address: egd.Address) -> tuple[int, int | None]:
     try:
         if address.is_unix:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(5.0)
-            sock.connect(address.path)
+            try:
+                sock.settimeout(5.0)
+                sock.connect(address.path)
+            except OSError:
+                sock.close()
+                raise
         else:
             sock = socket.create_connection((address.host, address.port), timeout=5.0)
     except OSError as e:
@@ -298,7 +302,7 @@ def daemon_main(argv: list[str]) -> int:
     if args.kill:
         return max((kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
 
-    reload = lambda: load_settings(args)  # noqa: E731
+    pinned = None
     if settings.user:
         try:
             privileges.check_can_drop(privileges.lookup(settings.user))
@@ -307,7 +311,10 @@ def daemon_main(argv: list[str]) -> int:
             return 2
         # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
         pinned = settings = config.pin_defaults(settings)
-        reload = lambda: config.pin_defaults(load_settings(args), pinned)  # noqa: E731
+
+    def reload() -> config.Settings:
+        new = load_settings(args)
+        return config.pin_defaults(new, pinned) if pinned is not None else new
 
     ready_fd = None if settings.foreground else _detach()
     setup_logging(settings, to_syslog=False)
