@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, egd_read
+from conftest import ROOT, connect, egd_entropy, egd_read, recv_exact
 from prngd import privileges, seedfile
 
 NOBODY = pwd.getpwnam("nobody")
@@ -82,6 +82,12 @@ def test_user_nobody_runs_as_nobody_and_saves_its_seed(start_daemon, open_dir):
     d.wait_for_line(f"seed file {seed}: loaded {len(old)} bytes, credited 256 bits")
     assert int(pidfile.read_text()) == d.pid and pidfile.stat().st_uid == 0  # written as root
     assert len(egd_read(d.socket, 16)) == 16
+    # 0x03 credit still goes by the peer's uid: root's write is credited.
+    before = egd_entropy(d.socket)
+    with connect(d.socket) as s:
+        s.sendall(b"\x03\x07\xf8\xff" + os.urandom(255) + b"\x00")
+        recv_exact(s, 4)  # the write was taken before this reply
+    assert egd_entropy(d.socket) > before
 
     # A command runs as the daemon's user, with its groups.
     d.wait_for_line("DEBUG: command:ids: ")
