@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import logging
 import logging.handlers
 import os
+import select
 import signal
+import socket
+import struct
 import sys
 import time
 
-from prngd import __version__, client, config, egd
+from prngd import __version__, client, config, egd, privileges
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 
@@ -83,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write the daemon's pid here")
     p.add_argument("-m", "--mode", type=_mode, metavar="MODE", help="Unix socket mode, octal (default 0666)")
     p.add_argument("-k", "--kill", action="store_true", help="stop the daemon serving SOCKET, then exit")
+    p.add_argument("-u", "--user", metavar="USER",
+                   help="switch to USER (name or uid) once the sockets are bound; needs root")
     p.add_argument("-v", "--version", action="version", version=f"prngd {__version__}")
     p.add_argument("--example-config", action=_PrintExampleConfig,
                    help="print the annotated example configuration (every key, its default) and exit")
@@ -105,6 +111,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         o["log_level"] = "debug"
     if args.fg:
         o["foreground"] = True
+    if args.user:
+        o["user"] = args.user
     return o
 
 
@@ -131,45 +139,162 @@ def setup_logging(settings: config.Settings, to_syslog: bool) -> None:
     root.setLevel(settings.log_level.upper())
 
 
-def kill_daemon(spec: str, timeout: float = 30.0) -> int:
-    """PRNGD's -k: ask the daemon on SOCKET for its pid (0x04), then SIGTERM it and wait."""
+def kill_daemon(spec: str, pidfile: str | None = None, timeout: float = 30.0) -> int:
+    """PRNGD's -k, made safe: SIGTERM only a prngd that really serves SOCKET, then wait.
+
+    The pid the server names (0x04) must be the process that listens on the
+    socket: SO_PEERCRED of our connection on a Unix socket, the holder of the
+    listening socket (found in /proc) on TCP.  It must match the pidfile when
+    one is given, and /proc/PID/cmdline must be a prngd's.  Any doubt refuses.
+    """
+
+    def refuse(why: str) -> int:
+        print(f"prngd: not stopping anything on {spec}: {why}", file=sys.stderr)
+        return 1
+
     try:
-        with client.EGDClient(spec, timeout=5.0) as c:
-            pid = c.pid()
-    except Exception as e:
+        address = egd.parse_address(spec)
+        said, listener = _ask_pid(address)
+    except (ValueError, client.EGDError) as e:
         print(f"prngd: no daemon answers on {spec}: {e}", file=sys.stderr)
         return 1
+    if address.is_unix:
+        if listener == 0:
+            return refuse(f"its 0x04 answer names pid {said}, but the process listening there is in another "
+                          "pid namespace (a socket shared into a container?); stop the daemon where it runs")
+        if listener != said:
+            hint = " (socket activation? stop it with systemctl)" if listener == 1 else ""
+            return refuse(f"the socket is served by pid {listener}{hint}, but its 0x04 answer names pid {said}")
+    elif listener is None:
+        return refuse(f"pid {said}, named by its 0x04 answer, does not hold the listening socket of port "
+                      f"{address.port} in this network namespace (or may not be inspected)")
+    pid = said
+    if pidfile:
+        try:
+            with open(pidfile) as f:
+                recorded = int(f.read().strip())
+        except (OSError, ValueError) as e:
+            return refuse(f"cannot read a pid from the pidfile {pidfile}: {getattr(e, 'strerror', None) or e}")
+        if recorded != pid:
+            return refuse(f"the pidfile {pidfile} names pid {recorded}, but the socket is served by pid {pid}")
     try:
-        os.kill(pid, signal.SIGTERM)
+        # From here on the pid cannot be reused under us: we signal through the pidfd.
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        print(f"prngd: daemon pid {pid} on {spec} is gone", file=sys.stderr)
-        return 1
-    except PermissionError:
-        print(f"prngd: not allowed to signal pid {pid}", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _running(pid):
+        return refuse(f"pid {pid} is gone")
+    try:
+        cmdline = _cmdline(pid)
+        if not _is_prngd(cmdline):
+            shown = " ".join(cmdline)[:80] or "unknown"
+            return refuse(f"pid {pid} is not a prngd ({shown})")
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            print(f"prngd: daemon pid {pid} on {spec} is gone", file=sys.stderr)
+            return 1
+        except PermissionError:
+            print(f"prngd: not allowed to signal pid {pid}", file=sys.stderr)
+            return 1
+        # The pidfd becomes readable when the process exits (a zombie has: its
+        # parent may simply not have reaped it yet).
+        if select.select([pidfd], [], [], timeout)[0]:
             print(f"prngd: stopped pid {pid} on {spec}", file=sys.stderr)
             return 0
-        time.sleep(0.05)
-    print(f"prngd: pid {pid} did not stop within {timeout:g}s", file=sys.stderr)
-    return 1
+        print(f"prngd: pid {pid} did not stop within {timeout:g}s", file=sys.stderr)
+        return 1
+    finally:
+        os.close(pidfd)
 
 
-def _running(pid: int) -> bool:
-    """True while `pid` exists and has not exited (a zombie waiting for its parent has)."""
+def _ask_pid(address: egd.Address) -> tuple[int, int | None]:
+    """(the pid the server names with 0x04, the pid of the process listening there or None)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        if address.is_unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(5.0)
+                sock.connect(address.path)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((address.host, address.port), timeout=5.0)
+    except OSError as e:
+        raise client.error_for(e, address, "connecting") from e
+    with sock:
+        try:
+            sock.sendall(b"\x04")
+            reply = b""
+            while len(reply) < 1 or len(reply) < 1 + reply[0]:
+                chunk = sock.recv(256)
+                if not chunk:
+                    raise ConnectionResetError()
+                reply += chunk
+        except OSError as e:
+            raise client.error_for(e, address, "asking for the pid") from e
+        try:
+            said = int(reply[1:1 + reply[0]].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise client.EGDError(f"the server answered 0x04 with {reply!r}, not a process id") from None
+        if address.is_unix:
+            # struct ucred of the process that called listen(); pid 0 when it
+            # is in a pid namespace we cannot see.
+            pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return said, pid
+        return said, said if _holds_tcp_listener(said, sock.getpeername()) else None
+
+
+def _tcp_listener_inodes(peer) -> set[int]:
+    """Socket inodes listening on the peer's address and port (or a wildcard address), from /proc/net."""
+    ip, port = ipaddress.ip_address(peer[0]), peer[1]
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state != "0A":  # TCP_LISTEN
+                continue
+            host_hex, port_hex = local.split(":")
+            raw = bytes.fromhex(host_hex)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            listen_ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+            if int(port_hex, 16) == port and (listen_ip == ip or listen_ip.is_unspecified):
+                inodes.add(inode)
+    return inodes
+
+
+def _holds_tcp_listener(pid: int, peer) -> bool:
+    inodes = {f"socket:[{i}]" for i in _tcp_listener_inodes(peer)}
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+    except OSError:
         pass
+    return False
+
+
+def _cmdline(pid: int) -> list[str]:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _is_prngd(argv: list[str]) -> bool:
+    """`prngd ...` (or `python3 /usr/bin/prngd ...`) or `python3 [opts] -m prngd ...`."""
+    if any(os.path.basename(a) == "prngd" for a in argv[:2]):
         return True
+    return any(a == "-m" and b == "prngd" for a, b in zip(argv[1:4], argv[2:5]))
 
 
 def _detach() -> int | None:
@@ -206,18 +331,36 @@ def daemon_main(argv: list[str]) -> int:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
-        return max((kill_daemon(s) for s in settings.resolved_sockets()), default=1)
+        return max((kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
+
+    pinned = None
+    if settings.user:
+        try:
+            privileges.check_can_drop(privileges.lookup(settings.user))
+        except privileges.PrivilegeError as e:
+            print(f"prngd: {e}", file=sys.stderr)
+            return 2
+        # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
+        pinned = settings = config.pin_defaults(settings)
+
+    def reload() -> config.Settings:
+        new = load_settings(args)
+        return config.pin_defaults(new, pinned) if pinned is not None else new
 
     ready_fd = None if settings.foreground else _detach()
     setup_logging(settings, to_syslog=False)
 
     wrote_pidfile = []
 
-    def on_ready() -> None:
+    def write_pidfile() -> None:
+        # Once the sockets are bound (a busy socket never overwrites another
+        # daemon's pidfile) and before -u drops what may write there.
         if settings.pidfile:
             with open(settings.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
             wrote_pidfile.append(settings.pidfile)
+
+    def on_ready() -> None:
         if ready_fd is not None:
             # Serving: tell the waiting parent, then leave the terminal.
             setup_logging(settings, to_syslog=True)
@@ -233,7 +376,7 @@ def daemon_main(argv: list[str]) -> int:
     from prngd.server import Daemon, StartupError
 
     try:
-        daemon = Daemon(settings, reload=lambda: load_settings(args), on_ready=on_ready)
+        daemon = Daemon(settings, reload=reload, on_ready=on_ready, on_bound=write_pidfile)
         trio.run(daemon.run)
     except StartupError as e:
         log.error("%s", e)
@@ -244,6 +387,9 @@ def daemon_main(argv: list[str]) -> int:
         for path in wrote_pidfile:  # never another daemon's
             try:
                 os.unlink(path)
+            except PermissionError:
+                log.info("pidfile %s left in place: user %s may not remove it; the next start replaces it",
+                         path, settings.user)
             except OSError:
                 pass
     return 0

@@ -39,11 +39,22 @@ class FileSource:
     name: str = ""
 
 
+def _fallback_runtime_dir() -> Path | None:
+    """/tmp/prngd-UID when $XDG_RUNTIME_DIR is unset (cron, su, a service), else None.
+
+    Only a path: the daemon creates and checks it at start
+    (privileges.ensure_private_dir); the client tools compute it too and must create nothing.
+    """
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    return Path(f"/tmp/prngd-{os.getuid()}")
+
+
 def _runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg)
-    return Path(f"/tmp/prngd-{os.getuid()}")
+    return _fallback_runtime_dir()
 
 
 def default_socket() -> str:
@@ -58,6 +69,39 @@ def default_seedfile() -> str:
         return "/var/lib/prngd/seed"
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return str(Path(state) / "prngd" / "seed")
+
+
+def fallback_runtime_dir_in_use(settings: Settings) -> str | None:
+    """The fallback runtime directory if a Unix socket the daemon will create lies in it."""
+    from prngd.egd import parse_address
+
+    fallback = _fallback_runtime_dir()
+    if fallback is None:
+        return None
+    paths = [settings.resolved_admin_socket()]
+    for spec in settings.resolved_sockets():
+        try:
+            paths.append(parse_address(spec).path)
+        except ValueError:
+            pass  # reported when the sockets are bound
+    for p in paths:
+        if p and Path(os.path.abspath(p)).is_relative_to(fallback):
+            return str(fallback)
+    return None
+
+
+def pin_defaults(settings: Settings, resolved: Settings | None = None) -> Settings:
+    """`settings` with the defaults that depend on the euid (sockets, seed file,
+    admin socket) written out: as `resolved` has them, else as they resolve now.
+
+    A daemon that drops privileges resolves them once, as root, and keeps
+    them: after the drop (and at SIGHUP) they would name the new user's paths.
+    """
+    r = resolved or settings
+    return settings.replace(
+        sockets=settings.sockets or r.resolved_sockets(),
+        seedfile=r.resolved_seedfile() or "" if settings.seedfile is None else settings.seedfile,
+        admin_socket=r.resolved_admin_socket() or "" if settings.admin_socket is None else settings.admin_socket)
 
 
 def admin_socket_for(socket_spec: str) -> str:
@@ -87,6 +131,7 @@ class Settings:
     log_level: str = "info"
     foreground: bool = False
     history_interval: float = 60.0  # seconds between points of the /history ring (1440 points kept)
+    user: str | None = None  # -u: switch to this user (name or uid) once the sockets are bound; root only
     # [pool]
     generator: str = "chacha20"
     drbg_hash: str = "sha256"
@@ -180,7 +225,7 @@ _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda
 _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "request_timeout", "idle_timeout",
               "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level",
-              "history_interval"],
+              "history_interval", "user"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
@@ -190,7 +235,7 @@ _SECTIONS = {
 }
 _SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
             "admin_mode": _conv_mode, "pidfile": _conv_opt_str, "admin_socket": _conv_opt_str,
-            "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str}
+            "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str}
 
 
 def _field_converter(name: str):

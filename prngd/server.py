@@ -257,14 +257,33 @@ def close_listeners(listeners: list[Listener]) -> None:
                 pass
 
 
+def _preload_modules() -> None:
+    """Import now every module of prngd the daemon may import later.
+
+    After a drop to -u USER the Python installation may be out of USER's
+    reach (a virtualenv under /root): what is not imported by then never will be.
+    """
+    import importlib
+    import pkgutil
+
+    import prngd
+
+    for module in pkgutil.iter_modules(prngd.__path__):
+        if module.name not in ("cli", "__main__"):  # nothing imports the command line
+            importlib.import_module(f"prngd.{module.name}")
+
+
 # ---------------------------------------------------------------- the daemon
 
 class Daemon:
     def __init__(self, settings: Settings, *, reload: Callable[[], Settings] | None = None,
-                 on_ready: Callable[[], None] | None = None, pool=None) -> None:
+                 on_ready: Callable[[], None] | None = None, pool=None,
+                 on_bound: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._reload = reload
         self._on_ready = on_ready
+        self._on_bound = on_bound  # once the sockets are bound, before the drop (the pidfile)
+        self._served = False  # a start that fails says only why, not also "stopped"
         self.pool = pool if pool is not None else make_pool(settings)
         self.counters = Counters()
         self.started = time.monotonic()
@@ -314,6 +333,8 @@ class Daemon:
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
         self.raise_fd_limit()
+        self._self_test()
+        self._check_runtime_dir()
         if listeners is None:
             from prngd import systemd
 
@@ -326,8 +347,13 @@ class Daemon:
         # during shutdown is queued here instead of killing us mid-save.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
             try:
-                self.seed_before_serving()
+                # Root binds and writes what only root may; the seed file is
+                # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
+                if self._on_bound:
+                    self._on_bound()
+                self._drop_privileges()
+                self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
                     if self.pool.seeded:
@@ -346,6 +372,43 @@ class Daemon:
             finally:
                 await self._finish(admin_sock)
 
+    def _self_test(self) -> None:
+        from prngd import selftest
+
+        try:
+            took = selftest.run()
+        except selftest.SelfTestFailure as e:
+            raise StartupError(f"{e}; refusing to start") from None
+        log.debug("self-tests passed in %.1f ms", took * 1000)
+
+    def _check_runtime_dir(self) -> None:
+        from prngd import config, privileges
+
+        directory = config.fallback_runtime_dir_in_use(self.settings)
+        if directory:
+            try:
+                privileges.ensure_private_dir(directory)
+            except privileges.PrivilegeError as e:
+                raise StartupError(str(e)) from None
+
+    def _drop_privileges(self) -> None:
+        if not self.settings.user:
+            return
+        from prngd import privileges
+
+        _preload_modules()
+        try:
+            user = privileges.lookup(self.settings.user)
+            privileges.check_can_drop(user)
+            seed = self.settings.resolved_seedfile()
+            if seed:
+                privileges.give_seed_directory(seed, user)
+            privileges.drop(user)
+        except privileges.PrivilegeError as e:
+            raise StartupError(str(e)) from None
+        except OSError as e:
+            raise StartupError(f"cannot switch to user {self.settings.user}: {e}") from None
+
     def _start_background(self, nursery: trio.Nursery, admin_sock) -> None:
         if self.seed_state is not None:
             nursery.start_soon(self._seed_saver)
@@ -363,6 +426,7 @@ class Daemon:
         # the collector's sight turns ~20 ms full-collection pauses under load
         # into sub-millisecond ones (benchmarks: p99.9 of new-connection clients).
         gc.freeze()
+        self._served = True
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
                  "seeded" if self.pool.seeded else "NOT seeded yet", self.pool.entropy_bits)
@@ -395,13 +459,21 @@ class Daemon:
                 os.unlink(self._admin_path)
             except OSError:
                 pass
+        if self.settings.user:
+            # After the drop, a socket in a directory only root may write (/var/run) stays.
+            left = [p for p in [*(lst.path for lst in self.listeners), getattr(self, "_admin_path", None)]
+                    if p and os.path.lexists(p)]
+            if left:
+                log.info("left %s in place: user %s may not remove them; the next start replaces them",
+                         ", ".join(left), self.settings.user)
         if self.seed_state is not None:
             from prngd import seedfile
 
             # Shutdown is already cancelling us; the last save must still run.
             with trio.CancelScope(shield=True):
                 await self._save_seed(seedfile)
-        log.info("stopped")
+        if self._served:
+            log.info("stopped")
 
     # ------------------------------------------------------------ background tasks
 

@@ -49,6 +49,8 @@ from typing import Callable, Iterable, Sequence
 import psutil
 import trio
 
+from prngd import privileges
+
 log = logging.getLogger("prngd.sources")
 
 # A source that raised this many times in a row is given up on (until SIGHUP).
@@ -529,13 +531,17 @@ class CommandSource(Source):
     failure.  Credit: `rate` bits per byte of output as documented (PRNGD's
     code credits 8 times that; we do not), at most 16 bits a run, and nothing
     when the output is identical to the previous run's.
+
+    `user` (a privileges.User) is whom it runs as, with no supplementary
+    groups; None runs it as the daemon's own user.
     """
 
     kind = "command"
 
     def __init__(self, argv: Sequence[str], rate: float, name: str = "", interval: float = 49.0,
-                 timeout: float = 25.0, max_output: int = 100_000):
+                 timeout: float = 25.0, max_output: int = 100_000, user: privileges.User | None = None):
         self.argv = tuple(argv)
+        self.user = user
         self.rate = max(0.0, min(float(rate), 8.0))
         self.command_timeout = float(timeout)
         self.max_output = int(max_output)
@@ -566,7 +572,7 @@ class CommandSource(Source):
         deadline = time.monotonic() + self.command_timeout
         proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
-                                env=_COMMAND_ENV)
+                                env=_COMMAND_ENV, **self._as_user())
         with self._lock:
             self._proc = proc
         log.debug("%s running %s (pid %d)", self.name, self.argv[0], proc.pid)
@@ -614,6 +620,11 @@ class CommandSource(Source):
         output = bytes(out)
         bits = min(self.cap_bits, self.rate * len(output)) if self._changed(output) else 0.0
         return Sample(output + _STAMP(start, time.perf_counter_ns()), bits)
+
+    def _as_user(self) -> dict:
+        if self.user is None:
+            return {}
+        return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
 
     def stats(self) -> dict:
         return {**super().stats(), "argv": list(self.argv), "rate": self.rate}
@@ -729,9 +740,16 @@ def build_sources(settings) -> list[Source]:
         commands = [(c.name or os.path.basename(c.argv[0]), c.argv, c.rate) for c in settings.commands]
     else:
         commands = default_commands()
+    # Commands never run as root: as the daemon's user once it has dropped
+    # privileges (-u), as nobody while it stays root.
+    run_as = privileges.command_user() if commands else None
+    if run_as is False:
+        log.warning("not running the %d entropy commands: prngd runs as root and there is no user %r to run "
+                    "them as (use -u USER)", len(commands), privileges.NOBODY)
+        commands = []
     for name, argv, rate in commands:
         sources.append(CommandSource(argv, rate, f"command:{name}", settings.command_interval,
-                                     settings.command_timeout, settings.command_max_output))
+                                     settings.command_timeout, settings.command_max_output, user=run_as or None))
     for f in settings.files:
         sources.append(FileSource(f.path, f.rate, f.max_bytes, f"file:{f.name or f.path}",
                                   settings.file_interval, settings.jitter_alpha_exp))

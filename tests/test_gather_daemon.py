@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 import select
-import stat
+import shutil
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import psutil
+import pytest
 
 from conftest import egd_entropy, egd_read, gone
 from prngd import admin
@@ -27,13 +29,24 @@ def _stamp(line: str) -> float:
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _hang_script(tmp_path: Path) -> tuple[str, str]:
+@pytest.fixture
+def open_dir():
+    """A directory the command can reach: as root, the daemon runs commands as nobody
+    (pytest's tmp_path sits under a 0700 directory)."""
+    path = tempfile.mkdtemp(prefix="prngd-cmd-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _hang_script(directory: Path) -> tuple[str, str]:
     """A command that never ends: a shell waiting for its child; both pids go to a FIFO."""
-    fifo = tmp_path / "pids.fifo"
-    os.mkfifo(fifo)
-    path = tmp_path / "hang.sh"
+    fifo = directory / "pids.fifo"
+    os.mkfifo(fifo, 0o666)
+    os.chmod(fifo, 0o666)
+    path = directory / "hang.sh"
     path.write_text(f"#!/bin/sh\nsleep 1000 &\necho $$ $! > {fifo}\nwait\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    path.chmod(0o755)
     return str(path), str(fifo)
 
 
@@ -73,8 +86,8 @@ hang = 1.0 {hang}
 """
 
 
-def test_hanging_command_is_killed_at_its_timeout_while_clients_are_served(start_daemon, tmp_path):
-    hang, fifo = _hang_script(tmp_path)
+def test_hanging_command_is_killed_at_its_timeout_while_clients_are_served(start_daemon, open_dir):
+    hang, fifo = _hang_script(open_dir)
     reader = FifoReader(fifo)
     try:
         d = start_daemon("-d", config=_config(hang, timeout=2))
@@ -101,8 +114,8 @@ def test_hanging_command_is_killed_at_its_timeout_while_clients_are_served(start
     assert d.stop() == 0
 
 
-def test_stopping_the_daemon_kills_a_running_command(start_daemon, tmp_path):
-    hang, fifo = _hang_script(tmp_path)
+def test_stopping_the_daemon_kills_a_running_command(start_daemon, open_dir):
+    hang, fifo = _hang_script(open_dir)
     reader = FifoReader(fifo)
     try:
         d = start_daemon("-d", config=_config(hang, timeout=300))

@@ -1,0 +1,235 @@
+"""Privilege drop (-u/--user) and the user entropy commands run as, with real daemon processes.
+
+The daemon's directory is one every user may traverse (pytest's tmp_path sits
+under a 0700 directory), since after the drop the daemon, and the commands
+as nobody, must reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, connect, egd_entropy, egd_read, recv_exact
+from prngd import privileges, seedfile
+
+NOBODY = pwd.getpwnam("nobody")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+# Commands report their own credentials: Uid, Gid and Groups lines of /proc/self/status.
+IDS_CONFIG = """\
+[sources]
+system = no
+jitter = no
+command_interval = 600
+[commands]
+ids = 0.01 /bin/sh -c "grep -E '^(Uid|Gid|Groups):' /proc/self/status > {out}; echo done"
+"""
+
+
+@pytest.fixture
+def open_dir():
+    path = tempfile.mkdtemp(prefix="prngd-priv-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def status_fields(path: str) -> dict[str, list[str]]:
+    fields = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return fields
+
+
+def drop_out_dir(open_dir: Path) -> Path:
+    """Where a command running as nobody may write its report."""
+    out = open_dir / "out"
+    out.mkdir()
+    os.chmod(out, 0o1777)
+    return out
+
+
+@needs_root
+def test_user_nobody_runs_as_nobody_and_saves_its_seed(start_daemon, open_dir):
+    seed = open_dir / "seeds" / "seed"
+    seed.parent.mkdir(mode=0o700)
+    old = seedfile.encode(os.urandom(seedfile.SEED_BYTES), credit=True)
+    seed.write_bytes(old)
+    os.chmod(seed, 0o600)
+    pidfile = open_dir / "prngd.pid"
+    report = drop_out_dir(open_dir) / "ids"
+    d = start_daemon("-u", "nobody", "-d", "-p", str(pidfile), seed=seed, socket=str(open_dir / "egd.sock"),
+                     config=IDS_CONFIG.format(out=report))
+
+    # The daemon: every uid and gid field is nobody's; groups are nobody's own (initgroups).
+    st = status_fields(f"/proc/{d.pid}/status")
+    assert st["Uid"] == [str(NOBODY.pw_uid)] * 4
+    assert st["Gid"] == [str(NOBODY.pw_gid)] * 4
+    assert {int(g) for g in st["Groups"]} == set(os.getgrouplist("nobody", NOBODY.pw_gid))
+    assert st["CapEff"] == ["0000000000000000"] and st["CapPrm"] == ["0000000000000000"]
+    # The root-owned seed was given to nobody before it was read, so it is still trusted and credited.
+    d.wait_for_line(f"seed file {seed}: loaded {len(old)} bytes, credited 256 bits")
+    assert int(pidfile.read_text()) == d.pid and pidfile.stat().st_uid == 0  # written as root
+    assert len(egd_read(d.socket, 16)) == 16
+    # 0x03 credit still goes by the peer's uid: root's write is credited.
+    before = egd_entropy(d.socket)
+    with connect(d.socket) as s:
+        s.sendall(b"\x03\x07\xf8\xff" + os.urandom(255) + b"\x00")
+        recv_exact(s, 4)  # the write was taken before this reply
+    assert egd_entropy(d.socket) > before
+
+    # A command runs as the daemon's user, with its groups.
+    d.wait_for_line("DEBUG: command:ids: ")
+    ids = status_fields(str(report))
+    assert ids["Uid"] == [str(NOBODY.pw_uid)] * 4 and ids["Gid"] == [str(NOBODY.pw_gid)] * 4
+    assert ids["Groups"] == st["Groups"]
+
+    started = seed.read_bytes()
+    assert started != old
+    assert d.stop() == 0
+    saved = os.stat(seed)
+    assert seed.read_bytes() != started, "no save at stop"
+    assert (saved.st_uid, saved.st_gid) == (NOBODY.pw_uid, NOBODY.pw_gid)
+    assert stat.S_IMODE(saved.st_mode) == 0o600
+    assert os.stat(seed.parent).st_uid == NOBODY.pw_uid
+    # What nobody may not remove from a root directory stays, said once; the next start replaces it.
+    assert os.path.lexists(d.socket) and pidfile.exists()
+    assert "left " in d.wait_for_line("may not remove them")
+    d2 = start_daemon("-u", "nobody", "-p", str(pidfile), seed=seed, socket=d.socket, config=IDS_CONFIG.format(
+        out=report))
+    assert int(pidfile.read_text()) == d2.pid
+    d2.wait_for_line(f"seed file {seed}: loaded {len(old)} bytes, credited 256 bits")
+    assert d2.stop() == 0
+
+
+@needs_root
+def test_a_root_daemon_runs_its_commands_as_nobody(start_daemon, open_dir):
+    report = drop_out_dir(open_dir) / "ids"
+    d = start_daemon("-d", socket=str(open_dir / "egd.sock"), config=IDS_CONFIG.format(out=report))
+    assert status_fields(f"/proc/{d.pid}/status")["Uid"][0] == "0"
+    d.wait_for_line("DEBUG: command:ids: ")
+    ids = status_fields(str(report))
+    assert ids["Uid"] == [str(NOBODY.pw_uid)] * 4 and ids["Gid"] == [str(NOBODY.pw_gid)] * 4
+    assert ids["Groups"] == []
+    assert d.stop() == 0
+
+
+@needs_root
+def test_a_seed_directory_shared_with_other_files_is_not_given_away(start_daemon, open_dir):
+    shared = open_dir / "shared"
+    shared.mkdir()
+    (shared / "unrelated").write_text("root's\n")
+    d = start_daemon("-u", "nobody", seed=shared / "seed", socket=str(open_dir / "egd.sock"), ready=False)
+    assert d.proc.wait(30) == 1
+    d.stop()
+    assert len(d.lines) == 1 and f"ERROR: seed directory {shared} holds other files (unrelated...)" in d.lines[0], \
+        d.log()
+    assert os.stat(shared).st_uid == 0
+    assert not os.path.lexists(open_dir / "egd.sock"), "the failed start left its socket"
+
+
+@needs_root
+def test_another_users_seed_file_is_not_made_nobodys(tmp_path):
+    directory = tmp_path / "seeds"
+    directory.mkdir(mode=0o700)
+    seed = directory / "seed"
+    seed.write_bytes(b"x")
+    os.chown(seed, 1234, 1234)  # someone else's: giving it to nobody would make it look like ours
+    privileges.give_seed_directory(str(seed), privileges.lookup("nobody"))
+    assert os.stat(directory).st_uid == NOBODY.pw_uid
+    assert os.stat(seed).st_uid == 1234
+
+
+def run_prngd(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "prngd", "-f", "-n", *args], env=env, capture_output=True,
+                          text=True, timeout=60, cwd="/")
+
+
+@pytest.mark.parametrize("user,message", [
+    ("no-such-user-prngd", "prngd: -u: no user 'no-such-user-prngd' in the password database"),
+    ("4000000000", "prngd: -u: no uid 4000000000 in the password database"),
+    ("root", "prngd: -u root: that is root, nothing would be dropped"),
+])
+def test_an_unusable_user_is_one_line_and_exit_2(tmp_path, user, message):
+    done = run_prngd("-u", user, str(tmp_path / "egd.sock"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == message
+    assert not os.path.lexists(tmp_path / "egd.sock")
+
+
+def test_the_user_key_is_read_from_the_configuration(tmp_path):
+    cfg = tmp_path / "prngd.conf"
+    cfg.write_text("[prngd]\nuser = no-such-user-prngd\n")
+    done = run_prngd("-c", str(cfg), str(tmp_path / "egd.sock"))
+    assert (done.returncode, done.stderr.strip()) == (2, "prngd: -u: no user 'no-such-user-prngd' in the "
+                                                         "password database")
+
+
+def test_user_without_root_is_refused(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(privileges.PrivilegeError) as e:
+        privileges.check_can_drop(privileges.lookup("nobody"))
+    assert str(e.value) == "-u nobody needs root to switch users; running as uid 1000"
+
+
+def test_commands_run_as_nobody_only_while_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert privileges.command_user() == privileges.User("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
+    monkeypatch.setattr(privileges, "NOBODY", "no-such-user-prngd")
+    assert privileges.command_user() is False
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert privileges.command_user() is None
+
+
+def test_without_nobody_a_root_daemon_skips_its_commands_with_one_warning(monkeypatch, caplog):
+    from prngd import config, sources
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(privileges, "NOBODY", "no-such-user-prngd")
+    settings = config.Settings(commands=[config.Command(("/bin/true",), 0.1, "true")] * 2)
+    built = sources.build_sources(settings)
+    assert not [s for s in built if s.kind == "command"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["not running the 2 entropy commands: prngd runs as root and there is no user "
+                        "'no-such-user-prngd' to run them as (use -u USER)"]
+
+
+def test_defaults_are_resolved_as_root_and_kept_after_the_drop(monkeypatch):
+    """Default paths depend on the euid: resolved once as root, they must not move to nobody's after the drop."""
+    from prngd import config
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    pinned = config.pin_defaults(config.Settings(user="nobody"))
+    assert (pinned.sockets, pinned.seedfile, pinned.admin_socket) == (
+        ["/var/run/egd-pool"], "/var/lib/prngd/seed", "/var/run/egd-pool.admin")
+    monkeypatch.setattr(os, "geteuid", lambda: NOBODY.pw_uid)  # after the drop, at SIGHUP
+    reloaded = config.pin_defaults(config.Settings(user="nobody"), pinned)
+    assert (reloaded.resolved_sockets(), reloaded.resolved_seedfile(), reloaded.resolved_admin_socket()) == (
+        ["/var/run/egd-pool"], "/var/lib/prngd/seed", "/var/run/egd-pool.admin")
+    # What the file names still wins, and -n (no seed file) stays off.
+    changed = config.pin_defaults(config.Settings(seedfile="/srv/seed", admin_socket=""), pinned)
+    assert (changed.resolved_seedfile(), changed.resolved_admin_socket()) == ("/srv/seed", None)
+    assert config.pin_defaults(config.Settings(seedfile=""), pinned).resolved_seedfile() is None
+
+
+def test_a_drop_that_leaves_root_regainable_is_refused(monkeypatch):
+    # The switch calls do nothing here (this test process stays root), as in a
+    # sandbox that fakes them: setuid(0) then succeeds, and the drop must refuse.
+    for name in ("initgroups", "setgid", "setuid"):
+        monkeypatch.setattr(os, name, lambda *args: None)
+    with pytest.raises(privileges.PrivilegeError) as e:
+        privileges.drop(privileges.lookup("nobody"))
+    assert str(e.value) == "after switching to nobody the process could become root again; refusing to run"
