@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import stat
 import sys
 import time
 
@@ -54,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write the daemon's pid here")
     p.add_argument("-m", "--mode", type=_mode, metavar="MODE", help="Unix socket mode, octal (default 0666)")
     p.add_argument("-k", "--kill", action="store_true", help="stop the daemon serving SOCKET, then exit")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="log here (also with -f); default: stderr with -f, else syslog, else "
+                        f"{config.default_log_file()}")
     p.add_argument("-v", "--version", action="version", version=f"prngd {__version__}")
     return p
 
@@ -74,30 +78,112 @@ def _overrides(args: argparse.Namespace) -> dict:
         o["log_level"] = "debug"
     if args.fg:
         o["foreground"] = True
+    if args.log_file:
+        o["log_file"] = args.log_file
     return o
 
 
-def load_settings(args: argparse.Namespace) -> config.Settings:
-    """The file's settings with the command line laid over them (also what SIGHUP re-runs)."""
-    path = os.path.abspath(args.cmdfile) if args.cmdfile else None
+def load_settings(args: argparse.Namespace, base_dir: str | None = None) -> config.Settings:
+    """The file's settings with the command line laid over them (also what SIGHUP re-runs).
+
+    Relative paths, in the file or on the command line, are taken from
+    `base_dir`, the directory prngd was started in (a detached daemon runs in /).
+    """
+    base_dir = base_dir or os.getcwd()
+    path = os.path.join(base_dir, args.cmdfile) if args.cmdfile else None
     settings = config.load(path).replace(**_overrides(args))
+    settings = config.resolve_paths(settings, base_dir)
     config.validate(settings)
     return settings
 
 
-def setup_logging(settings: config.Settings, to_syslog: bool) -> None:
+SYSLOG_SOCKET = "/dev/log"
+LOG_FORMAT = "%(asctime)s prngd[%(process)d] %(levelname)s: %(message)s"
+
+
+def log_destination(settings: config.Settings) -> str:
+    """Where every log line goes: "stderr", "syslog" or a file's absolute path.
+
+    One place for all of them, the start line included: the log file when one
+    is named; else stderr in the foreground; else syslog when its socket
+    exists; else (a minimal container) the default log file, never nowhere.
+    """
+    if settings.log_file:
+        return settings.log_file
+    if settings.foreground:
+        return "stderr"
+    if os.path.exists(SYSLOG_SOCKET):
+        return "syslog"
+    return config.default_log_file()
+
+
+def open_log_file(path: str) -> logging.Handler:
+    """A handler appending to `path`; the default log file's directory is created, no other."""
+    if path == config.default_log_file():
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise config.ConfigError(f"cannot open log file {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
+        os.close(fd)
+        raise config.ConfigError(f"log file {path} is not a regular file")
+    return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
+
+
+def setup_logging(settings: config.Settings, destination: str, file_handler: logging.Handler | None = None,
+                  terminal: bool = False) -> None:
+    """Send the log to `destination`; with `terminal`, warnings and errors to stderr as well (until detached)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    if to_syslog and os.path.exists("/dev/log"):
+    if destination == "syslog":
         handler: logging.Handler = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("prngd[%(process)d]: %(message)s"))
-    else:
+    elif destination == "stderr":
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s prngd[%(process)d] %(levelname)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    else:
+        handler = file_handler or open_log_file(destination)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
+    if terminal:
+        # The operator waiting at the terminal sees why a start failed.
+        echo = logging.StreamHandler(sys.stderr)
+        echo.setLevel(logging.WARNING)
+        echo.setFormatter(logging.Formatter("prngd: %(message)s"))
+        echo.set_name("terminal")
+        root.addHandler(echo)
     root.setLevel(settings.log_level.upper())
+
+
+def _leave_terminal() -> None:
+    """Detached and serving: stop echoing to the terminal, and point 0-2 at /dev/null."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if h.get_name() == "terminal":
+            root.removeHandler(h)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor above 2 but `keep`: `prngd SOCK 7>&1 | cat` must not hang on fd 7."""
+    try:
+        fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def kill_daemon(spec: str, timeout: float = 30.0) -> int:
@@ -141,17 +227,25 @@ def _running(pid: int) -> bool:
         return True
 
 
-def _detach() -> int | None:
+def _detach(destination: str) -> int:
     """Fork into the background as PRNGD does; the parent exits once the child serves.
 
-    Returns the write end of a pipe in the child (write b"1" there when ready);
-    in the parent it never returns.
+    Returns the write end of a pipe in the child (write the pid there when
+    ready); the parent then says where the log goes and exits 0, or exits 1 if
+    the child ended without serving (its error was shown on the terminal).
     """
     r, w = os.pipe()
     if os.fork():
         os.close(w)
-        ready = os.read(r, 1)
-        os._exit(0 if ready == b"1" else 1)
+        ready = b""
+        while chunk := os.read(r, 64):
+            ready += chunk
+        if not ready.endswith(b"\n"):
+            os._exit(1)
+        where = "syslog" if destination == "syslog" else destination
+        print(f"prngd: serving in the background, pid {int(ready)}; logging to {where}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(0)
     os.close(r)
     os.setsid()
     if os.fork():
@@ -170,51 +264,55 @@ def daemon_main(argv: list[str]) -> int:
                   f"write ./{spec} for a socket here", file=sys.stderr)
             return 2
     try:
-        settings = load_settings(args)
+        start_dir = os.getcwd()
+    except OSError as e:
+        print(f"prngd: cannot tell the current directory: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args, start_dir)
     except config.ConfigError as e:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
         return max((kill_daemon(s) for s in settings.resolved_sockets()), default=1)
 
-    ready_fd = None if settings.foreground else _detach()
-    setup_logging(settings, to_syslog=False)
-
-    wrote_pidfile = []
+    destination = log_destination(settings)
+    try:
+        # Opened before detaching, so a log file that cannot be written is
+        # said on the terminal, and the daemon never logs to nowhere.
+        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination)
+    except config.ConfigError as e:
+        print(f"prngd: {e}", file=sys.stderr)
+        return 1
+    ready_fd = None
+    if not settings.foreground:
+        ready_fd = _detach(destination)
+        keep = {ready_fd}
+        if file_handler is not None:
+            keep.add(file_handler.stream.fileno())
+        # systemd's LISTEN_FDS name the pid it started, never the detached child: none to keep.
+        _close_inherited(keep)
+    setup_logging(settings, destination, file_handler, terminal=ready_fd is not None)
 
     def on_ready() -> None:
-        if settings.pidfile:
-            with open(settings.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            wrote_pidfile.append(settings.pidfile)
         if ready_fd is not None:
             # Serving: tell the waiting parent, then leave the terminal.
-            setup_logging(settings, to_syslog=True)
-            os.write(ready_fd, b"1")
+            os.write(ready_fd, f"{os.getpid()}\n".encode())
             os.close(ready_fd)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.close(devnull)
+            _leave_terminal()
 
     import trio
 
     from prngd.server import Daemon, StartupError
 
     try:
-        daemon = Daemon(settings, reload=lambda: load_settings(args), on_ready=on_ready)
+        daemon = Daemon(settings, reload=lambda: load_settings(args, start_dir), on_ready=on_ready)
         trio.run(daemon.run)
     except StartupError as e:
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:
         return 130
-    finally:
-        for path in wrote_pidfile:  # never another daemon's
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
     return 0
 
 

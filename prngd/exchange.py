@@ -118,7 +118,7 @@ def identify(path: str) -> str | None:
     except OSError as e:
         return f"{path}: {e.strerror}"
     why = _refusal(st)
-    return f"{path} exists and {why}; not an exchange file, not replacing it" if why else None
+    return f"{path} exists and {why}; not replacing it" if why else None
 
 
 def update(path: str, pool, state: ExchangeState | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:

@@ -250,7 +250,8 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
                 raise StartupError(str(e)) from None
             key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
             if key in seen:
-                raise StartupError(f"socket {spec} is given twice (also as {seen[key]}); name each socket once")
+                also = f" (also as {seen[key]})" if seen[key] != spec else ""
+                raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
             seen[key] = spec
             if address.is_unix:
                 sock = bind_unix(address.path, settings.socket_mode)
@@ -290,10 +291,10 @@ def _pidfile_pid(path: str) -> int | None:
             text = f.read(PIDFILE_MAX + 1)
     except OSError as e:
         raise StartupError(f"pidfile {path}: {e.strerror}") from None
-    lines = text.split(b"\n")
-    if not (text.endswith(b"\n") and len(lines) == 2 and lines[0].isdigit()) and not (text.isdigit()):
+    body = text[:-1] if text.endswith(b"\n") else text
+    if not body.strip(b" ").isdigit():
         raise StartupError(f"pidfile {path} exists and does not hold a pid line; not replacing it")
-    return int(text)
+    return int(body)
 
 
 def _file_kind(st: os.stat_result) -> str:
