@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import math
 import logging.handlers
 import os
 import signal
@@ -20,6 +21,7 @@ import time
 from prngd import __version__, client, config, egd
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
+MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
 
@@ -319,18 +321,31 @@ def daemon_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------- client tools
 # `prngd get|add|status|ping|feed-kernel`: thin shells over prngd.client.
 
-def _byte_count(text: str) -> int:
-    n = int(text, 0)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return n
+def _whole(name: str, unit: str, lo: int, hi: int | None = None):
+    """An argparse type: a whole number from `lo` (to `hi`); refused, never clamped, and said with its name."""
+    allowed = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
+
+    def convert(text: str) -> int:
+        try:
+            n = int(text, 0)
+        except ValueError:
+            n = None
+        if n is None or n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number of {unit} {allowed}, got {text!r}")
+        return n
+    return convert
 
 
-def _positive(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return v
+def _seconds(name: str):
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (math.isfinite(v) and 0 < v <= 1e7):
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds above 0, got {text!r}")
+        return v
+    return convert
 
 
 def tools_parser() -> argparse.ArgumentParser:
@@ -342,10 +357,12 @@ def tools_parser() -> argparse.ArgumentParser:
     def socket_arg(sp):
         sp.add_argument("socket", nargs="?", default=default, metavar="SOCKET",
                         help=f"EGD socket: a path or HOST:PORT (default {default})")
-        sp.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait for an answer (default 10)")
+        sp.add_argument("--timeout", type=_seconds("--timeout"), default=10.0,
+                        help="seconds to wait for an answer (default 10)")
 
     sp = sub.add_parser("get", help="print N random bytes (raw by default)")
-    sp.add_argument("n", type=_byte_count, metavar="N", help="how many bytes (may exceed 255)")
+    sp.add_argument("n", type=_whole("N", "bytes", 0), metavar="N",
+                    help="how many bytes (any number: streamed, 255 a request)")
     fmt = sp.add_mutually_exclusive_group()
     fmt.add_argument("--hex", action="store_const", dest="format", const="hex", help="print hex and a newline")
     fmt.add_argument("--base64", action="store_const", dest="format", const="base64",
@@ -354,7 +371,7 @@ def tools_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("add", help="send a file's bytes to the pool (0x03)")
     sp.add_argument("file", metavar="FILE", help="file to send; - for stdin")
-    sp.add_argument("--bits", type=_byte_count, default=0,
+    sp.add_argument("--bits", type=_whole("--bits", "bits", 0), default=0,
                     help="entropy the data is claimed to carry, in bits (default 0; at most 8 a byte; "
                          "prngd credits it only from trusted users)")
     socket_arg(sp)
@@ -370,12 +387,12 @@ def tools_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
     socket_arg(sp)
     sp.add_argument("--once", action="store_true", help="feed once, say what was done, and exit")
-    sp.add_argument("--interval", type=_positive, default=60.0,
+    sp.add_argument("--interval", type=_seconds("--interval"), default=60.0,
                     help="feed at least this often, whatever entropy_avail says (default 60 s)")
-    sp.add_argument("--poll", type=_positive, default=2.0,
+    sp.add_argument("--poll", type=_seconds("--poll"), default=2.0,
                     help="how often to read entropy_avail (default 2 s)")
-    sp.add_argument("--bytes", type=_byte_count, default=64, dest="nbytes",
-                    help="bytes per regular feed (default 64)")
+    sp.add_argument("--bytes", type=_whole("--bytes", "bytes", 1, MAX_FEED), default=64, dest="nbytes",
+                    help=f"bytes per regular feed, 1 to {MAX_FEED} (default 64)")
     sp.add_argument("--no-credit", action="store_true",
                     help="write to the urandom device without crediting, even when allowed to credit")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
@@ -408,16 +425,26 @@ def tools_main(argv: list[str]) -> int:
 
 
 def _cmd_get(args) -> int:
+    """Stream N bytes as they arrive: bounded memory for any N, and `| head -c 16` ends it at once."""
+    out = sys.stdout.buffer
+    carry = b""  # base64 is encoded in multiples of 3 bytes so the chunks join into one text
     with client.EGDClient(args.socket, args.timeout) as c:
-        data = c.read(args.n)
-    if args.format == "hex":
-        sys.stdout.write(data.hex() + "\n")
-    elif args.format == "base64":
-        sys.stdout.write(base64.b64encode(data).decode("ascii") + "\n")
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-    sys.stdout.flush()
+        for chunk in c.iter_read(args.n):
+            if args.format == "hex":
+                out.write(chunk.hex().encode("ascii"))
+            elif args.format == "base64":
+                data = carry + chunk
+                cut = len(data) - len(data) % 3
+                out.write(base64.b64encode(data[:cut]))
+                carry = data[cut:]
+            else:
+                out.write(chunk)
+            out.flush()
+    if args.format == "base64":
+        out.write(base64.b64encode(carry))
+    if args.format:
+        out.write(b"\n")
+    out.flush()
     return 0
 
 
@@ -431,13 +458,29 @@ def _cmd_add(args) -> int:
     except OSError as e:
         print(f"prngd add: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 1
+    if args.bits > 8 * len(data):
+        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {len(data)} bytes sent "
+              f"(at most {8 * len(data)})", file=sys.stderr)
+        return 2
     with client.EGDClient(args.socket, args.timeout) as c:
         bits = c.write_entropy(data, args.bits)
         # 0x03 has no reply: a round trip afterwards shows the server took the writes.
         c.pid()
-    note = f" (clamped from {args.bits})" if bits != args.bits else ""
-    print(f"sent {len(data)} bytes claiming {bits} bits{note} to {c.address}")
+    print(f"sent {len(data)} bytes claiming {bits} bits to {c.address}; {_credit_note(c.address, bits)}")
     return 0
+
+
+def _credit_note(address: egd.Address, bits: int) -> str:
+    """What the daemon will do with the claim: its rules (root, trusted_uids, trust_tcp) are known."""
+    if bits == 0:
+        return "mixed in, nothing claimed"
+    if not address.is_unix:
+        return "credited only if the daemon sets trust_tcp = yes (TCP peers cannot be identified); else mixed in"
+    uid = os.getuid()
+    if uid == 0:
+        return "credited (root is always trusted)"
+    return (f"credited only if uid {uid} is in the daemon's trusted_uids; "
+            "otherwise mixed in without credit")
 
 
 def _cmd_ping(args) -> int:
@@ -452,7 +495,22 @@ def _cmd_ping(args) -> int:
 def _cmd_status(args) -> int:
     from prngd import admin
 
+    try:
+        address = egd.parse_address(args.socket)
+    except ValueError as e:
+        print(f"prngd status: {e}", file=sys.stderr)
+        return 2
     path = args.admin or config.admin_socket_for(args.socket)
+    if not args.admin and not os.path.exists(path):
+        # Status is served on the admin socket only; say which one is missing and why.
+        if not address.is_unix:
+            print(f"prngd status: the status comes from the daemon's admin socket (a Unix socket), not from "
+                  f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
+            return 1
+        if os.path.exists(address.path):
+            print(f"prngd status: {address.path} exists but its admin socket {path} does not: the daemon runs "
+                  "with admin_socket = none or elsewhere; status needs it (--admin PATH)", file=sys.stderr)
+            return 1
     try:
         status = admin.get_status(path, args.timeout)
     except (OSError, admin.AdminError) as e:
