@@ -402,7 +402,8 @@ class Daemon:
         if self.settings.kernel:
             # Whenever the kernel's generator is ready this seeds the pool at
             # once, so 0x01 answers its full count from the first request.
-            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes)
+            kernel = next((s for s in self.sources if s.kind == "kernel"), None)
+            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes, kernel)
         path = self.settings.resolved_seedfile()
         if path:
             from prngd import seedfile
