@@ -257,7 +257,16 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
                 sock = bind_unix(address.path, settings.socket_mode)
                 out.append(Listener(spec, sock, address.path, True))
             else:
-                for sock in bind_tcp(address, settings.allow_remote):
+                try:
+                    socks = bind_tcp(address, settings.allow_remote)
+                except StartupError:
+                    # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
+                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
+                    if mine:
+                        raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
+                                           "name each socket once") from None
+                    raise
+                for sock in socks:
                     out.append(Listener(spec, sock, None, False))
     except BaseException:
         close_listeners(out)
