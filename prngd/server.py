@@ -647,6 +647,8 @@ class Daemon:
                 return
         if new.resolved_sockets() != old.resolved_sockets():
             log.warning("socket changes take effect only at restart")
+        if new.log_file != old.log_file or new.pidfile != old.pidfile:
+            log.warning("log_file and pidfile changes take effect only at restart")
         self.settings = new
         self._trusted_uids = frozenset([0, *new.trusted_uids])
         logging.getLogger().setLevel(new.log_level.upper())
