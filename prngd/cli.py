@@ -35,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mode(text: str) -> int:
     try:
-        return int(text, 8)
+        mode = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"-m must be an octal mode from 0000 to 0777, got {text!r}")
+    return mode
 
 
 def parser() -> argparse.ArgumentParser:

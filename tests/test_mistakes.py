@@ -186,6 +186,8 @@ ROWS = [
         r"socket tcp/127\.0\.0\.1:\d+ is given twice \(also as 127\.0\.0\.1:\d+\)", config({}), absent=["s"]),
     Row("socket-in-missing-directory", [*DAEMON, "./typo/s"], 1,
         r"cannot bind .*typo/s: directory .*typo does not exist", config({}), absent=["typo"]),
+    Row("socket-mode-out-of-range", [*DAEMON, "-m", "7777", "./s"], 2, r"-m must be an octal mode from 0000 to 0777, got '7777'",
+        config({})),
     Row("bare-word-socket", [*DAEMON, "stauts"], 2, r"'stauts' is neither a tool .* write \./stauts", config({})),
     Row("log-file-missing-directory", ["-n", "-c", "c.conf", "--log-file", "nodir/prngd.log", "./s"], 1,
         r"cannot open log file .*nodir/prngd\.log: No such file or directory", config({}), absent=["nodir", "s"]),
