@@ -127,12 +127,15 @@ def open_log_file(path: str) -> logging.Handler:
     if path == config.default_log_file():
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC, 0o640)
+        # O_NONBLOCK: a FIFO with no reader must fail here, not hang the start.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK,
+                     0o640)
     except OSError as e:
         raise config.ConfigError(f"cannot open log file {path}: {e.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
         os.close(fd)
         raise config.ConfigError(f"log file {path} is not a regular file")
+    os.set_blocking(fd, True)
     return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
 
 

@@ -191,6 +191,11 @@ ROWS = [
     Row("bare-word-socket", [*DAEMON, "stauts"], 2, r"'stauts' is neither a tool .* write \./stauts", config({})),
     Row("log-file-missing-directory", ["-n", "-c", "c.conf", "--log-file", "nodir/prngd.log", "./s"], 1,
         r"cannot open log file .*nodir/prngd\.log: No such file or directory", config({}), absent=["nodir", "s"]),
+    Row("log-file-is-fifo", ["-f", "-n", "-c", "c.conf", "--log-file", "pipe", "./s"], 1,
+        r"cannot open log file .*pipe: No such device or address", both(config({}), lambda d: fifo(d, "pipe")),
+        absent=["s"]),
+    Row("log-file-is-directory", ["-n", "-c", "c.conf", "--log-file", "dir", "./s"], 1,
+        r"cannot open log file .*dir: Is a directory", both(config({}), lambda d: directory(d, "dir")), absent=["s"]),
     # 5. The client checks what it reads; 6. CLI errors name the option, out of range is refused.
     Row("get-not-a-number", ["get", "abc", "./s"], 2, r"N must be a whole number of bytes 0 or more, got 'abc'"),
     Row("get-negative", ["get", "-5", "./s"], 2, r"N must be a whole number of bytes|expected one argument"),
