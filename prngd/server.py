@@ -24,7 +24,6 @@ import socket
 import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import trio
