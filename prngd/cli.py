@@ -11,18 +11,21 @@ import argparse
 import base64
 import ipaddress
 import logging
+import math
 import logging.handlers
 import os
 import select
 import signal
 import socket
 import struct
+import stat
 import sys
 import time
 
 from prngd import __version__, client, config, egd, privileges
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
+MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
 
@@ -36,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mode(text: str) -> int:
     try:
-        return int(text, 8)
+        mode = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"-m must be an octal mode from 0000 to 0777, got {text!r}")
+    return mode
 
 
 def example_config_path() -> str | None:
@@ -89,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--kill", action="store_true", help="stop the daemon serving SOCKET, then exit")
     p.add_argument("-u", "--user", metavar="USER",
                    help="switch to USER (name or uid) once the sockets are bound; needs root")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="log here (also with -f); default: stderr with -f, else syslog, else "
+                        f"{config.default_log_file()}")
     p.add_argument("-v", "--version", action="version", version=f"prngd {__version__}")
     p.add_argument("--example-config", action=_PrintExampleConfig,
                    help="print the annotated example configuration (every key, its default) and exit")
@@ -113,30 +122,115 @@ def _overrides(args: argparse.Namespace) -> dict:
         o["foreground"] = True
     if args.user:
         o["user"] = args.user
+    if args.log_file:
+        o["log_file"] = args.log_file
     return o
 
 
-def load_settings(args: argparse.Namespace) -> config.Settings:
-    """The file's settings with the command line laid over them (also what SIGHUP re-runs)."""
-    path = os.path.abspath(args.cmdfile) if args.cmdfile else None
+def load_settings(args: argparse.Namespace, base_dir: str | None = None) -> config.Settings:
+    """The file's settings with the command line laid over them (also what SIGHUP re-runs).
+
+    Relative paths, in the file or on the command line, are taken from
+    `base_dir`, the directory prngd was started in (a detached daemon runs in /).
+    """
+    base_dir = base_dir or os.getcwd()
+    path = os.path.join(base_dir, args.cmdfile) if args.cmdfile else None
     settings = config.load(path).replace(**_overrides(args))
+    settings = config.resolve_paths(settings, base_dir)
     config.validate(settings)
     return settings
 
 
-def setup_logging(settings: config.Settings, to_syslog: bool) -> None:
+SYSLOG_SOCKET = "/dev/log"
+LOG_FORMAT = "%(asctime)s prngd[%(process)d] %(levelname)s: %(message)s"
+
+
+def log_destination(settings: config.Settings) -> str:
+    """Where every log line goes: "stderr", "syslog" or a file's absolute path.
+
+    One place for all of them, the start line included: the log file when one
+    is named; else stderr in the foreground; else syslog when its socket
+    exists; else (a minimal container) the default log file, never nowhere.
+    """
+    if settings.log_file:
+        return settings.log_file
+    if settings.foreground:
+        return "stderr"
+    if os.path.exists(SYSLOG_SOCKET):
+        return "syslog"
+    return config.default_log_file()
+
+
+def open_log_file(path: str) -> logging.Handler:
+    """A handler appending to `path`; the default log file's directory is created, no other."""
+    if path == config.default_log_file():
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        # O_NONBLOCK: a FIFO with no reader must fail here, not hang the start.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK,
+                     0o640)
+    except OSError as e:
+        raise config.ConfigError(f"cannot open log file {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
+        os.close(fd)
+        raise config.ConfigError(f"log file {path} is not a regular file")
+    os.set_blocking(fd, True)
+    return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
+
+
+def setup_logging(settings: config.Settings, destination: str, file_handler: logging.Handler | None = None,
+                  terminal: bool = False) -> None:
+    """Send the log to `destination`; with `terminal`, warnings and errors to stderr as well (until detached)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    if to_syslog and os.path.exists("/dev/log"):
+    if destination == "syslog":
         handler: logging.Handler = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("prngd[%(process)d]: %(message)s"))
-    else:
+    elif destination == "stderr":
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s prngd[%(process)d] %(levelname)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    else:
+        handler = file_handler or open_log_file(destination)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
+    if terminal:
+        # The operator waiting at the terminal sees why a start failed.
+        echo = logging.StreamHandler(sys.stderr)
+        echo.setLevel(logging.WARNING)
+        echo.setFormatter(logging.Formatter("prngd: %(message)s"))
+        echo.set_name("terminal")
+        root.addHandler(echo)
     root.setLevel(settings.log_level.upper())
+
+
+def _leave_terminal() -> None:
+    """Detached and serving: stop echoing to the terminal, and point 0-2 at /dev/null."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if h.get_name() == "terminal":
+            root.removeHandler(h)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor above 2 but `keep`: `prngd SOCK 7>&1 | cat` must not hang on fd 7."""
+    try:
+        fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def kill_daemon(spec: str, pidfile: str | None = None, timeout: float = 30.0) -> int:
@@ -297,17 +391,25 @@ def _is_prngd(argv: list[str]) -> bool:
     return any(a == "-m" and b == "prngd" for a, b in zip(argv[1:4], argv[2:5]))
 
 
-def _detach() -> int | None:
+def _detach(destination: str) -> int:
     """Fork into the background as PRNGD does; the parent exits once the child serves.
 
-    Returns the write end of a pipe in the child (write b"1" there when ready);
-    in the parent it never returns.
+    Returns the write end of a pipe in the child (write the pid there when
+    ready); the parent then says where the log goes and exits 0, or exits 1 if
+    the child ended without serving (its error was shown on the terminal).
     """
     r, w = os.pipe()
     if os.fork():
         os.close(w)
-        ready = os.read(r, 1)
-        os._exit(0 if ready == b"1" else 1)
+        ready = b""
+        while chunk := os.read(r, 64):
+            ready += chunk
+        if not ready.endswith(b"\n"):
+            os._exit(1)
+        where = "syslog" if destination == "syslog" else destination
+        print(f"prngd: serving in the background, pid {int(ready)}; logging to {where}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(0)
     os.close(r)
     os.setsid()
     if os.fork():
@@ -326,7 +428,12 @@ def daemon_main(argv: list[str]) -> int:
                   f"write ./{spec} for a socket here", file=sys.stderr)
             return 2
     try:
-        settings = load_settings(args)
+        start_dir = os.getcwd()
+    except OSError as e:
+        print(f"prngd: cannot tell the current directory: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args, start_dir)
     except config.ConfigError as e:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
@@ -344,72 +451,77 @@ def daemon_main(argv: list[str]) -> int:
         pinned = settings = config.pin_defaults(settings)
 
     def reload() -> config.Settings:
-        new = load_settings(args)
+        new = load_settings(args, start_dir)
         return config.pin_defaults(new, pinned) if pinned is not None else new
 
-    ready_fd = None if settings.foreground else _detach()
-    setup_logging(settings, to_syslog=False)
-
-    wrote_pidfile = []
-
-    def write_pidfile() -> None:
-        # Once the sockets are bound (a busy socket never overwrites another
-        # daemon's pidfile) and before -u drops what may write there.
-        if settings.pidfile:
-            with open(settings.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            wrote_pidfile.append(settings.pidfile)
+    destination = log_destination(settings)
+    try:
+        # Opened before detaching, so a log file that cannot be written is
+        # said on the terminal, and the daemon never logs to nowhere.
+        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination)
+    except config.ConfigError as e:
+        print(f"prngd: {e}", file=sys.stderr)
+        return 1
+    ready_fd = None
+    if not settings.foreground:
+        ready_fd = _detach(destination)
+        keep = {ready_fd}
+        if file_handler is not None:
+            keep.add(file_handler.stream.fileno())
+        # systemd's LISTEN_FDS name the pid it started, never the detached child: none to keep.
+        _close_inherited(keep)
+    setup_logging(settings, destination, file_handler, terminal=ready_fd is not None)
 
     def on_ready() -> None:
         if ready_fd is not None:
             # Serving: tell the waiting parent, then leave the terminal.
-            setup_logging(settings, to_syslog=True)
-            os.write(ready_fd, b"1")
+            os.write(ready_fd, f"{os.getpid()}\n".encode())
             os.close(ready_fd)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.close(devnull)
+            _leave_terminal()
 
     import trio
 
     from prngd.server import Daemon, StartupError
 
     try:
-        daemon = Daemon(settings, reload=reload, on_ready=on_ready, on_bound=write_pidfile)
+        daemon = Daemon(settings, reload=reload, on_ready=on_ready)
         trio.run(daemon.run)
     except StartupError as e:
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:
         return 130
-    finally:
-        for path in wrote_pidfile:  # never another daemon's
-            try:
-                os.unlink(path)
-            except PermissionError:
-                log.info("pidfile %s left in place: user %s may not remove it; the next start replaces it",
-                         path, settings.user)
-            except OSError:
-                pass
     return 0
 
 
 # ---------------------------------------------------------------- client tools
 # `prngd get|add|status|ping|feed-kernel`: thin shells over prngd.client.
 
-def _byte_count(text: str) -> int:
-    n = int(text, 0)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return n
+def _whole(name: str, unit: str, lo: int, hi: int | None = None):
+    """An argparse type: a whole number from `lo` (to `hi`); refused, never clamped, and said with its name."""
+    allowed = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
+
+    def convert(text: str) -> int:
+        try:
+            n = int(text, 0)
+        except ValueError:
+            n = None
+        if n is None or n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number of {unit} {allowed}, got {text!r}")
+        return n
+    return convert
 
 
-def _positive(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return v
+def _seconds(name: str):
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (math.isfinite(v) and 0 < v <= 1e7):
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds above 0, got {text!r}")
+        return v
+    return convert
 
 
 def tools_parser() -> argparse.ArgumentParser:
@@ -421,10 +533,12 @@ def tools_parser() -> argparse.ArgumentParser:
     def socket_arg(sp):
         sp.add_argument("socket", nargs="?", default=default, metavar="SOCKET",
                         help=f"EGD socket: a path or HOST:PORT (default {default})")
-        sp.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait for an answer (default 10)")
+        sp.add_argument("--timeout", type=_seconds("--timeout"), default=10.0,
+                        help="seconds to wait for an answer (default 10)")
 
     sp = sub.add_parser("get", help="print N random bytes (raw by default)")
-    sp.add_argument("n", type=_byte_count, metavar="N", help="how many bytes (may exceed 255)")
+    sp.add_argument("n", type=_whole("N", "bytes", 0), metavar="N",
+                    help="how many bytes (any number: streamed, 255 a request)")
     fmt = sp.add_mutually_exclusive_group()
     fmt.add_argument("--hex", action="store_const", dest="format", const="hex", help="print hex and a newline")
     fmt.add_argument("--base64", action="store_const", dest="format", const="base64",
@@ -433,7 +547,7 @@ def tools_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("add", help="send a file's bytes to the pool (0x03)")
     sp.add_argument("file", metavar="FILE", help="file to send; - for stdin")
-    sp.add_argument("--bits", type=_byte_count, default=0,
+    sp.add_argument("--bits", type=_whole("--bits", "bits", 0), default=0,
                     help="entropy the data is claimed to carry, in bits (default 0; at most 8 a byte; "
                          "prngd credits it only from trusted users)")
     socket_arg(sp)
@@ -451,12 +565,12 @@ def tools_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
     socket_arg(sp)
     sp.add_argument("--once", action="store_true", help="feed once, say what was done, and exit")
-    sp.add_argument("--interval", type=_positive, default=60.0,
+    sp.add_argument("--interval", type=_seconds("--interval"), default=60.0,
                     help="feed at least this often, whatever entropy_avail says (default 60 s)")
-    sp.add_argument("--poll", type=_positive, default=2.0,
+    sp.add_argument("--poll", type=_seconds("--poll"), default=2.0,
                     help="how often to read entropy_avail (default 2 s)")
-    sp.add_argument("--bytes", type=_byte_count, default=64, dest="nbytes",
-                    help="bytes per regular feed (default 64)")
+    sp.add_argument("--bytes", type=_whole("--bytes", "bytes", 1, MAX_FEED), default=64, dest="nbytes",
+                    help=f"bytes per regular feed, 1 to {MAX_FEED} (default 64)")
     sp.add_argument("--no-credit", action="store_true",
                     help="write to the urandom device without crediting, even when allowed to credit")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
@@ -489,16 +603,26 @@ def tools_main(argv: list[str]) -> int:
 
 
 def _cmd_get(args) -> int:
+    """Stream N bytes as they arrive: bounded memory for any N, and `| head -c 16` ends it at once."""
+    out = sys.stdout.buffer
+    carry = b""  # base64 is encoded in multiples of 3 bytes so the chunks join into one text
     with client.EGDClient(args.socket, args.timeout) as c:
-        data = c.read(args.n)
-    if args.format == "hex":
-        sys.stdout.write(data.hex() + "\n")
-    elif args.format == "base64":
-        sys.stdout.write(base64.b64encode(data).decode("ascii") + "\n")
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-    sys.stdout.flush()
+        for chunk in c.iter_read(args.n):
+            if args.format == "hex":
+                out.write(chunk.hex().encode("ascii"))
+            elif args.format == "base64":
+                data = carry + chunk
+                cut = len(data) - len(data) % 3
+                out.write(base64.b64encode(data[:cut]))
+                carry = data[cut:]
+            else:
+                out.write(chunk)
+            out.flush()
+    if args.format == "base64":
+        out.write(base64.b64encode(carry))
+    if args.format:
+        out.write(b"\n")
+    out.flush()
     return 0
 
 
@@ -512,13 +636,29 @@ def _cmd_add(args) -> int:
     except OSError as e:
         print(f"prngd add: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 1
+    if args.bits > 8 * len(data):
+        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {len(data)} bytes sent "
+              f"(at most {8 * len(data)})", file=sys.stderr)
+        return 2
     with client.EGDClient(args.socket, args.timeout) as c:
         bits = c.write_entropy(data, args.bits)
         # 0x03 has no reply: a round trip afterwards shows the server took the writes.
         c.pid()
-    note = f" (clamped from {args.bits})" if bits != args.bits else ""
-    print(f"sent {len(data)} bytes claiming {bits} bits{note} to {c.address}")
+    print(f"sent {len(data)} bytes claiming {bits} bits to {c.address}; {_credit_note(c.address, bits)}")
     return 0
+
+
+def _credit_note(address: egd.Address, bits: int) -> str:
+    """What the daemon will do with the claim: its rules (root, trusted_uids, trust_tcp) are known."""
+    if bits == 0:
+        return "mixed in, nothing claimed"
+    if not address.is_unix:
+        return "credited only if the daemon sets trust_tcp = yes (TCP peers cannot be identified); else mixed in"
+    uid = os.getuid()
+    if uid == 0:
+        return "credited (root is always trusted)"
+    return (f"credited only if uid {uid} is in the daemon's trusted_uids; "
+            "otherwise mixed in without credit")
 
 
 def _cmd_ping(args) -> int:
@@ -533,7 +673,22 @@ def _cmd_ping(args) -> int:
 def _cmd_status(args) -> int:
     from prngd import admin
 
+    try:
+        address = egd.parse_address(args.socket)
+    except ValueError as e:
+        print(f"prngd status: {e}", file=sys.stderr)
+        return 2
     path = args.admin or config.admin_socket_for(args.socket)
+    if not args.admin and not os.path.exists(path):
+        # Status is served on the admin socket only; say which one is missing and why.
+        if not address.is_unix:
+            print(f"prngd status: the status comes from the daemon's admin socket (a Unix socket), not from "
+                  f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
+            return 1
+        if os.path.exists(address.path):
+            print(f"prngd status: {address.path} exists but its admin socket {path} does not: the daemon runs "
+                  "with admin_socket = none or elsewhere; status needs it (--admin PATH)", file=sys.stderr)
+            return 1
     try:
         status = admin.get_status(path, args.timeout)
     except (OSError, admin.AdminError) as e:

@@ -13,15 +13,18 @@ replies measured by `prngd.egd`, so no protocol knowledge lives here.
 
 Errors are `EGDError`s: `NoSocket` (the path does not exist), `Refused`
 (nobody listens), `ShortReply` (the server closed before the reply was
-complete), `Timeout`; anything else that goes wrong with the socket is an
-`EGDError` carrying the OS message.
+complete), `Timeout`, `NotEGD` (the reply cannot be an EGD reply: a count
+byte above the request, bytes nobody asked for, an HTTP status line);
+anything else that goes wrong with the socket is an `EGDError` carrying the
+OS message.  A reply that fails these checks is never returned as randomness.
 """
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
-from typing import TYPE_CHECKING, Generator, Iterable
+from typing import TYPE_CHECKING, Generator, Iterable, Iterator
 
 from prngd import egd
 
@@ -57,6 +60,18 @@ class Timeout(EGDError):
     """The server did not answer in time."""
 
 
+class NotEGD(EGDError):
+    """What the server sent is not an EGD reply (an HTTP server, say): never used as randomness."""
+
+
+def not_egd(address, what: str, sample: bytes = b"") -> NotEGD:
+    if sample.startswith(b"HTTP/"):
+        line = sample.split(b"\r\n", 1)[0].decode("ascii", "replace")
+        return NotEGD(f"{address}: the server answered with HTTP ({line!r}), not EGD: is this an admin socket? "
+                      "Give the EGD socket")
+    return NotEGD(f"{address}: not an EGD server: {what}")
+
+
 def _address(address: str | egd.Address) -> egd.Address:
     return address if isinstance(address, egd.Address) else egd.parse_address(address)
 
@@ -85,15 +100,24 @@ def _payload(req, reply: bytes) -> bytes:
     return reply[1:] if egd.reply_size(req) is None else reply
 
 
-def _batches(requests: list) -> Iterable[list]:
-    for i in range(0, len(requests), PIPELINE):
-        yield requests[i:i + PIPELINE]
+def _counted_size(req, first: int, address) -> int:
+    """The size of a counted reply (0x01, 0x04) from its first byte; NotEGD if it exceeds the request."""
+    if isinstance(req, egd.ReadNonBlocking) and first > req.n:
+        raise not_egd(address, f"it offered {first} bytes to a request for {req.n}", bytes([first]))
+    return egd.reply_size(req, first)
 
 
-def _reads(kind, n: int) -> list:
+def _batches(requests: Iterable) -> Iterator[list]:
+    """Requests in groups of PIPELINE, made as they are needed: a 1 GB read never lists 4 million."""
+    it = iter(requests)
+    while batch := list(itertools.islice(it, PIPELINE)):
+        yield batch
+
+
+def _reads(kind, n: int) -> Iterator:
     if n < 0:
         raise ValueError("cannot read a negative number of bytes")
-    return [kind(min(255, n - i)) for i in range(0, n, 255)]
+    return (kind(min(255, n - i)) for i in range(0, n, 255))
 
 
 # ---------------------------------------------------------------- commands, once for both clients
@@ -198,13 +222,28 @@ class EGDClient:
                 size = egd.reply_size(req)
                 if size is None:
                     first = self._recv_exact(1, deadline)
-                    reply = first + self._recv_exact(egd.reply_size(req, first[0]) - 1, deadline)
+                    reply = first + self._recv_exact(_counted_size(req, first[0], self.address) - 1, deadline)
                 else:
                     reply = self._recv_exact(size, deadline)
                 replies.append(_payload(req, reply))
+            self._check_nothing_more(replies)
             return replies
         except OSError as e:
             raise error_for(e, self.address, "waiting for a reply") from e
+
+    def _check_nothing_more(self, replies: list[bytes]) -> None:
+        """Every request is answered: an EGD server has nothing more to say.  More is not EGD."""
+        # Non-blocking mode: with a timeout set, Python would wait out EAGAIN instead of raising it.
+        self._sock.settimeout(0)
+        try:
+            extra = self._sock.recv(256, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        finally:
+            self._sock.settimeout(self.timeout)
+        if extra:
+            head = b"".join(replies)[:64] + extra
+            raise not_egd(self.address, f"it sent {len(extra)}+ bytes more than the requests asked for", head)
 
     def _run(self, op: Op):
         try:
@@ -225,6 +264,14 @@ class EGDClient:
     def read(self, n: int) -> bytes:
         """Exactly `n` bytes (0x02, one request per 255 bytes), waiting for the server if it must."""
         return self._run(_op_read(egd.ReadBlocking, n))
+
+    def iter_read(self, n: int) -> Iterator[bytes]:
+        """Exactly `n` bytes (0x02) in chunks of at most PIPELINE * 255 bytes, as they arrive.
+
+        Memory stays bounded whatever `n`; stop iterating to stop reading.
+        """
+        for batch in _batches(_reads(egd.ReadBlocking, n)):
+            yield b"".join(self._exchange(batch))
 
     def write_entropy(self, data: bytes, bits: int = 0) -> int:
         """Give `data` to the server claiming `bits` of entropy (0x03); returns the bits claimed after clamping."""
@@ -289,7 +336,7 @@ class AsyncEGDClient:
                     size = egd.reply_size(req)
                     if size is None:
                         first = await self._recv_exact(1)
-                        reply = first + await self._recv_exact(egd.reply_size(req, first[0]) - 1)
+                        reply = first + await self._recv_exact(_counted_size(req, first[0], self.address) - 1)
                     else:
                         reply = await self._recv_exact(size)
                     replies.append(_payload(req, reply))

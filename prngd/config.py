@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 import os
 import re
 import shlex
@@ -104,6 +105,11 @@ def pin_defaults(settings: Settings, resolved: Settings | None = None) -> Settin
         admin_socket=r.resolved_admin_socket() or "" if settings.admin_socket is None else settings.admin_socket)
 
 
+def default_log_file() -> str:
+    """Where a detached daemon logs when there is no syslog: beside the default seed file."""
+    return str(Path(default_seedfile()).parent / "prngd.log")
+
+
 def admin_socket_for(socket_spec: str) -> str:
     """The admin socket sits beside the first Unix EGD socket, so tools can find it from that."""
     from prngd.egd import parse_address
@@ -129,6 +135,7 @@ class Settings:
     admin_socket: str | None = None  # None: admin_socket_for(first socket); "" disables
     admin_mode: int = 0o600
     log_level: str = "info"
+    log_file: str | None = None  # None: syslog when detached and /dev/log exists, else default_log_file()
     foreground: bool = False
     history_interval: float = 60.0  # seconds between points of the /history ring (1440 points kept)
     user: str | None = None  # -u: switch to this user (name or uid) once the sockets are bound; root only
@@ -159,7 +166,9 @@ class Settings:
     command_timeout: float = 25.0
     command_max_output: int = 100_000
     file_interval: float = 60.0
-    low_water_bits: int = 1024  # below this estimate, gather more often
+    # Below this estimate, gather more often and show LOW.  256 is what a ready
+    # kernel credits at start (kernel_bytes 32), so a healthy daemon never starts LOW.
+    low_water_bits: int = 256
     commands: list[Command] = field(default_factory=list)
     files: list[FileSource] = field(default_factory=list)
 
@@ -208,7 +217,10 @@ def _conv_uids(v: str) -> list[int]:
 
     uids = []
     for item in _conv_list(v):
-        uids.append(int(item) if item.isdigit() else pwd.getpwnam(item).pw_uid)
+        try:
+            uids.append(int(item) if item.isdigit() else pwd.getpwnam(item).pw_uid)
+        except KeyError:
+            raise KeyError(item) from None
     return uids
 
 
@@ -225,7 +237,7 @@ _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda
 _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "request_timeout", "idle_timeout",
               "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level",
-              "history_interval", "user"],
+              "log_file", "history_interval", "user"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
@@ -235,7 +247,8 @@ _SECTIONS = {
 }
 _SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
             "admin_mode": _conv_mode, "pidfile": _conv_opt_str, "admin_socket": _conv_opt_str,
-            "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str}
+            "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str,
+            "log_file": _conv_opt_str}
 
 
 def _field_converter(name: str):
@@ -248,16 +261,84 @@ def _field_converter(name: str):
     return _conv_opt_str
 
 
+# ---------------------------------------------------------------- validation
+# One table, used for the file's values as they are read (so an error names
+# file, section and key) and for the final settings at start and at SIGHUP.
+
+def _number(lo: float, hi: float, *, integer: bool = False, lo_open: bool = False, unit: str = ""):
+    def check(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return False
+        return math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+    def shown(x: float) -> str:
+        return f"{x:.0f}" if x == int(x) else f"{x:g}"
+    kind = "a whole number" if integer else "a finite number"
+    low = f"above {shown(lo)} and at most" if lo_open else f"from {shown(lo)} to"
+    return check, f"{kind}{unit} {low} {shown(hi)}"
+
+
+_SECONDS = _number(0, 1e7, lo_open=True, unit=" of seconds")
+_RULES: dict[str, tuple] = {
+    "socket_mode": (lambda v: isinstance(v, int) and 0 <= v <= 0o777, "an octal mode from 0000 to 0777"),
+    "admin_mode": (lambda v: isinstance(v, int) and 0 <= v <= 0o777, "an octal mode from 0000 to 0777"),
+    "max_connections": _number(1, 1_000_000, integer=True),
+    "request_timeout": _SECONDS,
+    "idle_timeout": _number(0, 1e7, unit=" of seconds (0: never)"),
+    "trusted_uids": (lambda v: all(isinstance(u, int) and 0 <= u < 2**32 - 1 for u in v),
+                     "user names or uids from 0 to 4294967294"),
+    "generator": (lambda v: v in ("chacha20", "hmac-drbg"), "chacha20 or hmac-drbg"),
+    "drbg_hash": (lambda v: v in ("sha256", "sha512"), "sha256 or sha512"),
+    "pool_bits": _number(256, 1 << 20, integer=True),
+    "reseed_bits": _number(1, 1 << 20, integer=True),
+    "reseed_interval": _SECONDS,
+    "seed_save_interval": _SECONDS,
+    "exchange_interval": _SECONDS,
+    "log_level": (lambda v: isinstance(v, str) and v.lower() in ("debug", "info", "warning", "error"),
+                  "debug, info, warning or error"),
+    "kernel_bytes": _number(1, 256, integer=True),  # one getrandom call
+    "kernel_interval": _SECONDS,
+    "system_interval": _SECONDS,
+    "jitter_interval": _SECONDS,
+    "jitter_alpha_exp": _number(1, 64, integer=True),
+    "command_interval": _SECONDS,
+    "command_timeout": _SECONDS,
+    "command_max_output": _number(1, 1 << 30, integer=True),
+    "file_interval": _SECONDS,
+    "low_water_bits": _number(0, 1 << 20, integer=True),
+    "history_interval": _number(0.1, 86400, unit=" of seconds"),
+}
+_RATE = _number(0, 8, unit=" of bits per byte")
+
+
+def _problem(key: str, value) -> str | None:
+    """What is wrong with `value` for `key`, or None."""
+    rule = _RULES.get(key)
+    if rule is None or rule[0](value):
+        return None
+    return f"must be {rule[1]}"
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
 def _parse_commands(section, where: str) -> list[Command]:
     out = []
     for name, value in section.items():
-        parts = shlex.split(value)
+        try:
+            parts = shlex.split(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: [commands] {name}: {e}") from None
         if len(parts) < 2:
             raise ConfigError(f"{where}: [commands] {name}: expected 'RATE /path/to/cmd [args]'")
         try:
             rate = float(parts[0])
         except ValueError:
             raise ConfigError(f"{where}: [commands] {name}: rate {parts[0]!r} is not a number") from None
+        if not _RATE[0](rate):
+            raise ConfigError(f"{where}: [commands] {name}: rate {parts[0]} must be {_RATE[1]}")
         if not parts[1].startswith("/"):
             raise ConfigError(f"{where}: [commands] {name}: the command must be a full path")
         out.append(Command(tuple(parts[1:]), rate, name))
@@ -271,21 +352,27 @@ def _parse_files(section, where: str) -> list[FileSource]:
         if len(parts) != 3:
             raise ConfigError(f"{where}: [files] {name}: expected 'RATE MAX_BYTES /path'")
         try:
-            out.append(FileSource(parts[2], float(parts[0]), int(parts[1]), name))
+            rate, max_bytes = float(parts[0]), int(parts[1])
         except ValueError as e:
             raise ConfigError(f"{where}: [files] {name}: {e}") from None
+        if not _RATE[0](rate):
+            raise ConfigError(f"{where}: [files] {name}: rate {parts[0]} must be {_RATE[1]}")
+        if not 1 <= max_bytes <= 1 << 20:
+            raise ConfigError(f"{where}: [files] {name}: MAX_BYTES {parts[1]} must be from 1 to 1048576")
+        out.append(FileSource(parts[2], rate, max_bytes, name))
     return out
 
 
 def parse_ini(text: str, where: str = "<config>") -> dict:
-    """Parse prngd's INI format into a dict of Settings field values."""
+    """Parse prngd's INI format into a dict of Settings field values, each checked against its rule."""
     cp = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"),
                                    inline_comment_prefixes=None)
     cp.optionxform = str  # keep command names as written
     try:
         cp.read_string(text, source=where)
     except configparser.Error as e:
-        raise ConfigError(f"{where}: {e}") from None
+        # configparser's messages span lines; ours is one.
+        raise ConfigError(f"{where}: " + "; ".join(line.strip() for line in str(e).splitlines() if line.strip())) from None
     values: dict = {}
     for sect in cp.sections():
         if sect == "commands":
@@ -295,15 +382,28 @@ def parse_ini(text: str, where: str = "<config>") -> dict:
             values["files"] = _parse_files(cp[sect], where)
             continue
         if sect not in _SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{sect}]")
+            raise ConfigError(f"{where}: unknown section [{sect}] (known: {', '.join(_SECTIONS)}, commands, files)")
         for key, raw in cp[sect].items():
             if key not in _SECTIONS[sect]:
                 raise ConfigError(f"{where}: unknown key {key!r} in [{sect}]")
             try:
-                values[key] = _field_converter(key)(raw)
-            except (ValueError, KeyError) as e:
-                raise ConfigError(f"{where}: [{sect}] {key}: {e}") from None
+                value = _field_converter(key)(raw)
+            except KeyError as e:
+                raise ConfigError(f"{where}: [{sect}] {key} = {raw.strip()}: no such user {e.args[0]!r}"
+                                  if key == "trusted_uids" else f"{where}: [{sect}] {key}: {e}") from None
+            except ValueError:
+                problem = _problem(key, None) or f"must be {_field_kind(key)}"
+                raise ConfigError(f"{where}: [{sect}] {key} = {raw.strip()}: {problem}") from None
+            problem = _problem(key, value)
+            if problem:
+                raise ConfigError(f"{where}: [{sect}] {key} = {raw.strip()}: {problem}")
+            values[key] = value
     return values
+
+
+def _field_kind(key: str) -> str:
+    ftype = {f.name: f.type for f in dataclasses.fields(Settings)}[key]
+    return {"bool": "yes or no", "int": "a whole number", "float": "a number"}.get(ftype, "text")
 
 
 _PRNGD_LINE = re.compile(r'^\s*"([^"]*)"\s+(\S+)\s+([0-9.eE+-]+)\s*(#.*)?$')
@@ -348,7 +448,10 @@ def load(path: str | None, base: Settings | None = None) -> Settings:
     if not path:
         return settings
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "prngd reads its configuration as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     if looks_like_prngd_cmdfile(text):
@@ -356,26 +459,52 @@ def load(path: str | None, base: Settings | None = None) -> Settings:
     else:
         values = parse_ini(text, path)
     settings = settings.replace(**values)
-    validate(settings)
+    validate(settings, path)
     return settings
 
 
-def validate(s: Settings) -> None:
-    if s.generator not in ("chacha20", "hmac-drbg"):
-        raise ConfigError(f"generator must be chacha20 or hmac-drbg, not {s.generator!r}")
-    if s.drbg_hash not in ("sha256", "sha512"):
-        raise ConfigError(f"drbg_hash must be sha256 or sha512, not {s.drbg_hash!r}")
+_SECTION_OF = {key: sect for sect, keys in _SECTIONS.items() for key in keys}
+
+
+def validate(s: Settings, where: str | None = None) -> None:
+    """Every value in range and the combinations consistent; ConfigError names the key otherwise."""
+    prefix = f"{where}: " if where else ""
+    for key in _RULES:
+        problem = _problem(key, getattr(s, key))
+        if problem:
+            raise ConfigError(f"{prefix}[{_SECTION_OF[key]}] {key} = {_shown(getattr(s, key))}: {problem}")
     if s.prediction_resistance and s.generator != "hmac-drbg":
-        raise ConfigError("prediction_resistance needs generator = hmac-drbg")
-    if s.max_connections < 1:
-        raise ConfigError("max_connections must be at least 1")
-    if s.pool_bits < 256:
-        raise ConfigError("pool_bits must be at least 256")
-    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
-    if not 0.1 <= s.history_interval <= 86400:  # also refuses nan
-        raise ConfigError(f"history_interval must be between 0.1 and 86400 seconds, not {s.history_interval!r}")
-    for name in ("system_interval", "command_interval", "file_interval", "kernel_interval", "jitter_interval",
-                 "seed_save_interval", "exchange_interval", "reseed_interval"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive")
+        raise ConfigError(f"{prefix}[pool] prediction_resistance needs generator = hmac-drbg")
+    if s.reseed_bits > s.pool_bits:
+        raise ConfigError(f"{prefix}[pool] reseed_bits = {s.reseed_bits}: must not exceed pool_bits ({s.pool_bits})")
+    if s.low_water_bits > s.pool_bits:
+        raise ConfigError(f"{prefix}[sources] low_water_bits = {s.low_water_bits}: must not exceed pool_bits "
+                          f"({s.pool_bits}), or the pool would always show LOW")
+    for c in s.commands:
+        if not _RATE[0](c.rate):
+            raise ConfigError(f"{prefix}[commands] {c.name}: rate {c.rate:g} must be {_RATE[1]}")
+
+
+def resolve_paths(s: Settings, base_dir: str) -> Settings:
+    """Every relative path made absolute against `base_dir` (the directory prngd was started in).
+
+    A detached daemon runs in /, and SIGHUP re-reads the file there: without
+    this `prngd ./sock` would serve /sock.
+    """
+    from prngd.egd import parse_address
+
+    def absolute(path: str | None) -> str | None:
+        return os.path.normpath(os.path.join(base_dir, path)) if path else path
+
+    sockets = []
+    for spec in s.sockets:
+        try:
+            address = parse_address(spec)
+        except ValueError:
+            sockets.append(spec)  # reported when the listeners open
+            continue
+        sockets.append(absolute(address.path) if address.is_unix else spec)
+    return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
+                     exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
+                     log_file=absolute(s.log_file),
+                     files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files])

@@ -6,13 +6,17 @@ the same every interval, so both can share one file:
 
     open    O_RDWR|O_CREAT|O_NOFOLLOW, mode 0600 (a symlink is refused)
     check   a regular file with one link (never write into a hard link
-            someone made to another file)
+            someone made to another file), empty or exactly 1024 bytes:
+            the size tlsmgr keeps ("its length is fixed at 1024 bytes",
+            Postfix's tls_random_exchange_name) and prngd writes.  Anything
+            else (a text file, FIFO, device, directory, a larger file) was
+            not written by either and is never read or written; the daemon
+            refuses to start on it (identify()).
     lock    flock(LOCK_EX): the lock tlsmgr takes on Linux; waited for up
             to `lock_timeout` seconds, so a stuck holder cannot wedge prngd
     read    up to 4096 bytes from offset 0, mixed into the pool with no
             credit: whoever else can write the file is not trusted
-    write   1024 bytes of pool output at offset 0 (pwrite), ftruncate to
-            1024 if the file was longer, fsync
+    write   1024 bytes of pool output at offset 0 (pwrite), fsync
     unlock  then close
 
 Nothing is written while the pool is unseeded: OpenSSL's RAND_load_file
@@ -85,6 +89,38 @@ class ExchangeState:
         return dataclasses.asdict(self)
 
 
+def _refusal(st: os.stat_result) -> str | None:
+    """Why a file with this stat is not an exchange file, or None if it is one."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+                stat.S_IFLNK: "a symbolic link"}.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        return f"is {kind}"
+    if st.st_nlink != 1:
+        return f"has {st.st_nlink} hard links"
+    if st.st_size not in (0, EXCHANGE_SIZE):
+        return f"holds {st.st_size} bytes, not the {EXCHANGE_SIZE} of an exchange file"
+    return None
+
+
+def identify(path: str) -> str | None:
+    """None if prngd may use `path` as its exchange file (absent, or one it or tlsmgr wrote).
+
+    Otherwise one line saying what is there; the file is not touched.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(path) or "."
+        if not os.path.isdir(parent):
+            return f"{path}: directory {parent} does not exist"
+        return None
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    why = _refusal(st)
+    return f"{path} exists and {why}; not replacing it" if why else None
+
+
 def update(path: str, pool, state: ExchangeState | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
     """Lock, read, mix (uncredited), write 1024 fresh bytes, fsync, unlock.  False on an OS error."""
     path = str(path)
@@ -105,12 +141,13 @@ def _update(path: str, pool, lock_timeout: float) -> bool | str:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
                      FILE_MODE)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        if st.st_nlink != 1:
-            raise OSError(errno.EMLINK, f"it has {st.st_nlink} hard links; refusing to write to it", path)
+        why = _refusal(os.fstat(fd))
+        if why:
+            raise OSError(errno.EINVAL, f"it {why}: not an exchange file, left alone", path)
         _lock(fd, lock_timeout)
+        why = _refusal(os.fstat(fd))  # another writer may have changed it while we waited
+        if why:
+            raise OSError(errno.EINVAL, f"it {why}: not an exchange file, left alone", path)
         old = _pread_all(fd, MAX_READ)
         if old:
             pool.add("exchange", old, 0)  # never credited: other writers are not trusted
@@ -118,8 +155,6 @@ def _update(path: str, pool, lock_timeout: float) -> bool | str:
             log.debug("exchange file %s: mixed %d bytes; not rewritten while the pool is unseeded", path, len(old))
             return True
         _pwrite_all(fd, pool.read(EXCHANGE_SIZE), 0)
-        if os.fstat(fd).st_size > EXCHANGE_SIZE:
-            os.ftruncate(fd, EXCHANGE_SIZE)
         os.fsync(fd)
         log.debug("exchange file %s: mixed %d bytes, wrote %d", path, len(old), EXCHANGE_SIZE)
         return True

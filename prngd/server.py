@@ -24,7 +24,6 @@ import socket
 import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import trio
@@ -152,11 +151,23 @@ def _unix_socket_in_use(path: str) -> bool:
         probe.close()
 
 
+# sun_path holds 108 bytes including the terminating NUL.
+UNIX_PATH_MAX = 107
+
+
 def bind_unix(path: str, mode: int) -> socket.socket:
-    """Bind a Unix stream socket at `path`, replacing a stale one, refusing a live one."""
-    p = Path(path)
-    if not p.parent.exists():
-        p.parent.mkdir(parents=True, mode=0o755, exist_ok=True)
+    """Bind a Unix stream socket at `path`, replacing a stale one, refusing a live one.
+
+    The directory must exist: a typo must not create a tree of directories.
+    """
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise StartupError(f"{path}: socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit "
+                           "of a Unix socket path")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise StartupError(f"cannot bind {path}: directory {parent} {what}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -175,7 +186,7 @@ def bind_unix(path: str, mode: int) -> socket.socket:
         sock.bind(path)
     except OSError as e:
         sock.close()
-        raise StartupError(f"cannot bind {path}: {e.strerror}") from None
+        raise StartupError(f"cannot bind {path}: {e.strerror or e}") from None
     finally:
         os.umask(old_umask)
     os.chmod(path, mode)
@@ -229,22 +240,117 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
             out.append(Listener(spec or "<inherited>", s, None, is_unix))
         return out
     out: list[Listener] = []
+    seen: dict = {}
     try:
         for spec in settings.resolved_sockets():
             try:
                 address = egd.parse_address(spec)
             except ValueError as e:
                 raise StartupError(str(e)) from None
+            key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
+            if key in seen:
+                also = f" (also as {seen[key]})" if seen[key] != spec else ""
+                raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
+            seen[key] = spec
             if address.is_unix:
                 sock = bind_unix(address.path, settings.socket_mode)
                 out.append(Listener(spec, sock, address.path, True))
             else:
-                for sock in bind_tcp(address, settings.allow_remote):
+                try:
+                    socks = bind_tcp(address, settings.allow_remote)
+                except StartupError:
+                    # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
+                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
+                    if mine:
+                        raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
+                                           "name each socket once") from None
+                    raise
+                for sock in socks:
                     out.append(Listener(spec, sock, None, False))
     except BaseException:
         close_listeners(out)
         raise
     return out
+
+
+# ---------------------------------------------------------------- pidfile
+
+PIDFILE_MAX = 64  # a pid line is a few bytes: anything larger is not a pidfile
+
+
+def _pidfile_pid(path: str) -> int | None:
+    """The pid in the pidfile at `path`; None if absent.  StartupError if it is not a pidfile.
+
+    A pidfile is a small regular file (not a symlink) holding one decimal pid
+    line: anything else at the path was not written by a daemon, and is left alone.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StartupError(f"pidfile {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StartupError(f"pidfile {path} exists and is {_file_kind(st)}, not a pidfile; not replacing it")
+    if st.st_size > PIDFILE_MAX:
+        raise StartupError(f"pidfile {path} exists and holds {st.st_size} bytes, not a pid; not replacing it")
+    try:
+        with open(path, "rb") as f:
+            text = f.read(PIDFILE_MAX + 1)
+    except OSError as e:
+        raise StartupError(f"pidfile {path}: {e.strerror}") from None
+    body = text[:-1] if text.endswith(b"\n") else text
+    if not body.strip(b" ").isdigit():
+        raise StartupError(f"pidfile {path} exists and does not hold a pid line; not replacing it")
+    return int(body)
+
+
+def _file_kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def write_pidfile(path: str) -> None:
+    """Write our pid to `path` if that replaces nothing but a pidfile; StartupError otherwise."""
+    old = _pidfile_pid(path)
+    if old is not None and old != os.getpid() and _is_prngd(old):
+        raise StartupError(f"pidfile {path} names prngd pid {old}, which is still running")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise StartupError(f"cannot write pidfile {path}: directory {parent} does not exist")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped under us since the check
+                raise StartupError(f"pidfile {path} is not a regular file; not writing it")
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StartupError(f"cannot write pidfile {path}: {e.strerror}") from None
+
+
+def remove_pidfile(path: str) -> None:
+    """Remove `path` only while it still holds our pid: never another daemon's."""
+    try:
+        if _pidfile_pid(path) == os.getpid():
+            os.unlink(path)
+    except (StartupError, OSError):
+        pass
+
+
+def _is_prngd(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"prngd" in f.read()
+    except OSError:
+        return False
 
 
 def close_listeners(listeners: list[Listener]) -> None:
@@ -277,12 +383,10 @@ def _preload_modules() -> None:
 
 class Daemon:
     def __init__(self, settings: Settings, *, reload: Callable[[], Settings] | None = None,
-                 on_ready: Callable[[], None] | None = None, pool=None,
-                 on_bound: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, pool=None) -> None:
         self.settings = settings
         self._reload = reload
         self._on_ready = on_ready
-        self._on_bound = on_bound  # once the sockets are bound, before the drop (the pidfile)
         self._served = False  # a start that fails says only why, not also "stopped"
         self.pool = pool if pool is not None else make_pool(settings)
         self.counters = Counters()
@@ -299,6 +403,7 @@ class Daemon:
         self._idle_done: trio.Event | None = None
         self._gather_scope: trio.CancelScope | None = None
         self._accept_scope: trio.CancelScope | None = None
+        self._pidfile: str | None = None  # written by us, removed at stop
 
     # ------------------------------------------------------------ start-up
 
@@ -323,7 +428,8 @@ class Daemon:
         if self.settings.kernel:
             # Whenever the kernel's generator is ready this seeds the pool at
             # once, so 0x01 answers its full count from the first request.
-            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes)
+            kernel = next((s for s in self.sources if s.kind == "kernel"), None)
+            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes, kernel)
         path = self.settings.resolved_seedfile()
         if path:
             from prngd import seedfile
@@ -342,6 +448,11 @@ class Daemon:
             # touched; nothing is accepted until the pool is seeded below.
             listeners = open_listeners(self.settings, systemd.listen_fds())
         self.listeners = listeners
+        try:
+            self._claim_files()
+        except BaseException:
+            close_listeners(listeners)
+            raise
         admin_sock = None
         # The receiver stays open until the last seed save: a second SIGTERM
         # during shutdown is queued here instead of killing us mid-save.
@@ -350,8 +461,6 @@ class Daemon:
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
-                if self._on_bound:
-                    self._on_bound()
                 self._drop_privileges()
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
@@ -436,6 +545,22 @@ class Daemon:
         if self._on_ready:
             self._on_ready()
 
+    def _claim_files(self) -> None:
+        """Before the seed file is touched: the pidfile written, the exchange file identified.
+
+        Either holding something prngd did not write stops the start (StartupError),
+        leaving it as it was: a typo must cost nothing.
+        """
+        from prngd import exchange
+
+        if self.settings.exchange_file:
+            problem = exchange.identify(self.settings.exchange_file)
+            if problem:
+                raise StartupError(f"exchange file {problem}")
+        if self.settings.pidfile:
+            write_pidfile(self.settings.pidfile)
+            self._pidfile = self.settings.pidfile
+
     def _open_admin(self) -> trio.socket.SocketType | None:
         path = self.settings.resolved_admin_socket()
         if not path:
@@ -443,7 +568,8 @@ class Daemon:
         try:
             raw = bind_unix(path, self.settings.admin_mode)
         except (StartupError, OSError) as e:
-            log.warning("admin socket disabled: %s", e)
+            hint = "; set admin_socket to a shorter path" if "-byte limit" in str(e) else ""
+            log.warning("admin socket disabled (no status or metrics): %s%s", e, hint)
             return None
         self._admin_path = path
         return trio.socket.from_stdlib_socket(raw)
@@ -459,10 +585,13 @@ class Daemon:
                 os.unlink(self._admin_path)
             except OSError:
                 pass
+        if self._pidfile:
+            remove_pidfile(self._pidfile)
         if self.settings.user:
-            # After the drop, a socket in a directory only root may write (/var/run) stays.
-            left = [p for p in [*(lst.path for lst in self.listeners), getattr(self, "_admin_path", None)]
-                    if p and os.path.lexists(p)]
+            # After the drop, a socket or pidfile in a directory only root may
+            # write (/var/run) stays.
+            left = [p for p in [*(lst.path for lst in self.listeners), getattr(self, "_admin_path", None),
+                                self._pidfile] if p and os.path.lexists(p)]
             if left:
                 log.info("left %s in place: user %s may not remove them; the next start replaces them",
                          ", ".join(left), self.settings.user)
@@ -581,8 +710,18 @@ class Daemon:
             systemd.notify("READY=1")
             return
         old = self.settings
+        if new.exchange_file and new.exchange_file != old.exchange_file:
+            from prngd import exchange
+
+            problem = exchange.identify(new.exchange_file)
+            if problem:
+                log.error("reload failed, keeping the old configuration: exchange file %s", problem)
+                systemd.notify("READY=1")
+                return
         if new.resolved_sockets() != old.resolved_sockets():
             log.warning("socket changes take effect only at restart")
+        if new.log_file != old.log_file or new.pidfile != old.pidfile:
+            log.warning("log_file and pidfile changes take effect only at restart")
         self.settings = new
         self._trusted_uids = frozenset([0, *new.trusted_uids])
         logging.getLogger().setLevel(new.log_level.upper())

@@ -307,12 +307,20 @@ class KernelSource(Source):
         return {**super().stats(), "kernel_ready": self.ready, "bytes": self.nbytes}
 
 
-def seed_from_kernel(pool, nbytes: int = 32) -> bool:
-    """Add `nbytes` from the kernel to `pool` before anything is served; credited only if the kernel is ready."""
+def seed_from_kernel(pool, nbytes: int = 32, source: KernelSource | None = None) -> bool:
+    """Add `nbytes` from the kernel to `pool` before anything is served; credited only if the kernel is ready.
+
+    Booked as `source`'s first sample when given, so status shows the start
+    credit under the kernel source rather than "0 samples, 0 bits".
+    """
     ready = kernel_ready()
     data = os.urandom(nbytes)
     bits = 8.0 * len(data) if ready else 0.0
     pool.add("kernel", data, bits)
+    if source is not None:
+        source.ready = ready
+        source.samples += 1
+        source.credited_bits += bits
     log.debug("kernel seed: %d bytes, %.2f bits credited%s", len(data), bits,
               "" if ready else " (kernel generator not ready)")
     return ready
@@ -721,6 +729,17 @@ class FileSource(Source):
         return {**super().stats(), **extra}
 
 
+def _cannot_run(path: str) -> str | None:
+    """Why `path` cannot be executed, or None."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.access(path, os.X_OK):
+        return "is not executable"
+    return None
+
+
 def build_sources(settings) -> list[Source]:
     """The sources a prngd.config.Settings asks for, in the order they are first sampled.
 
@@ -748,6 +767,10 @@ def build_sources(settings) -> list[Source]:
                     "them as (use -u USER)", len(commands), privileges.NOBODY)
         commands = []
     for name, argv, rate in commands:
+        problem = _cannot_run(argv[0])
+        if problem:
+            log.warning("command %s: %s %s; not run", name, argv[0], problem)
+            continue
         sources.append(CommandSource(argv, rate, f"command:{name}", settings.command_interval,
                                      settings.command_timeout, settings.command_max_output, user=run_as or None))
     for f in settings.files:

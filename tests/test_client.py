@@ -334,8 +334,9 @@ def test_add_tool(start_daemon, tmp_path, capsys, monkeypatch):
     f.write_bytes(os.urandom(1000))
     assert cli.tools_main(["add", str(f), "--bits", "128", d.socket]) == 0
     assert "sent 1000 bytes claiming 128 bits" in capsys.readouterr().out
-    assert cli.tools_main(["add", str(f), "--bits", "99999", d.socket]) == 0
-    assert "claiming 8000 bits (clamped from 99999)" in capsys.readouterr().out
+    # Out of range is refused, not clamped (issue 12).
+    assert cli.tools_main(["add", str(f), "--bits", "99999", d.socket]) == 2
+    assert "at most 8000" in capsys.readouterr().err
     piped = tool("add", "-", d.socket, input=b"from stdin")
     assert piped.returncode == 0 and b"sent 10 bytes claiming 0 bits" in piped.stdout
     assert cli.tools_main(["add", str(tmp_path / "missing"), d.socket]) == 1
@@ -343,7 +344,7 @@ def test_add_tool(start_daemon, tmp_path, capsys, monkeypatch):
     from prngd import admin, config
 
     status = admin.get_status(config.admin_socket_for(d.socket))
-    assert status["requests"]["write_entropy"] == 4 + 4 + 1  # 255-byte chunks
+    assert status["requests"]["write_entropy"] == 4 + 1  # 255-byte chunks (the refused add sent nothing)
 
 
 def test_ping_tool(start_daemon):

@@ -59,14 +59,25 @@ def test_mixes_uncredited_and_rewrites(tmp_path):
     assert path.read_bytes() == pool.outputs[-1] != old
 
 
-@pytest.mark.parametrize("size", [10, 5000])
-def test_shorter_or_longer_file_ends_at_1024(tmp_path, size):
+@pytest.mark.parametrize("size", [10, 1023, 1025, 5000])
+def test_file_of_another_size_is_not_an_exchange_file_and_left_alone(tmp_path, size):
+    # Neither prngd nor tlsmgr writes anything but 1024 bytes: a file of another size is someone else's.
     path = tmp_path / "prng_exch"
     path.write_bytes(b"o" * size)
     pool = FakePool()
-    assert update(str(path), pool)
-    assert path.stat().st_size == EXCHANGE_SIZE and path.read_bytes() == pool.outputs[-1]
-    assert len(pool.adds[0][1]) == min(size, exchange.MAX_READ)
+    assert update(str(path), pool) is False
+    assert path.read_bytes() == b"o" * size and pool.adds == [] and pool.outputs == []
+    assert f"holds {size} bytes" in exchange.identify(str(path))
+
+
+def test_identify_accepts_absent_empty_and_1024_bytes(tmp_path):
+    path = tmp_path / "prng_exch"
+    assert exchange.identify(str(path)) is None
+    path.write_bytes(b"")
+    assert exchange.identify(str(path)) is None
+    path.write_bytes(b"x" * EXCHANGE_SIZE)
+    assert exchange.identify(str(path)) is None
+    assert "does not exist" in exchange.identify(str(tmp_path / "nodir" / "prng_exch"))
 
 
 def test_unseeded_pool_mixes_but_does_not_write(tmp_path):

@@ -213,7 +213,8 @@ def test_detaches_like_prngd_and_writes_a_pidfile(tmp_path):
     cfg = tmp_path / "quiet.conf"
     cfg.write_text(QUIET)
     # The parent returns only once the child serves.
-    started = subprocess.run([sys.executable, "-m", "prngd", "-n", "-c", str(cfg), "-p", pidfile, sock],
+    started = subprocess.run([sys.executable, "-m", "prngd", "-n", "-c", str(cfg), "-p", pidfile,
+                              "--log-file", str(tmp_path / "prngd.log"), sock],
                              env=env, timeout=30, capture_output=True)
     assert started.returncode == 0, started.stderr
     pid = int(open(pidfile).read())
