@@ -77,7 +77,8 @@ class Settings:
     socket_mode: int = 0o666
     allow_remote: bool = False  # listen on non-loopback TCP addresses
     max_connections: int = 1024
-    request_timeout: float = 10.0  # how long a request may stay half-received
+    max_connections_per_uid: int = 0  # one uid's (one TCP address's) share; 0: a quarter of max_connections
+    request_timeout: float = 10.0  # from a request's first byte to its last
     idle_timeout: float = 0.0  # 0: never (Postfix, libgcrypt keep connections for hours)
     trusted_uids: list[int] = field(default_factory=list)  # root is always trusted
     trust_tcp: bool = False  # credit 0x03 writes from TCP peers
@@ -177,7 +178,7 @@ def _conv_opt_str(v: str) -> str | None:
 _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda v: float(v.strip())}
 
 _SECTIONS = {
-    "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "request_timeout", "idle_timeout",
+    "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid", "request_timeout", "idle_timeout",
               "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
     "seed": ["seedfile", "seed_save_interval"],
@@ -322,6 +323,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("prediction_resistance needs generator = hmac-drbg")
     if s.max_connections < 1:
         raise ConfigError("max_connections must be at least 1")
+    if s.max_connections_per_uid < 0:
+        raise ConfigError("max_connections_per_uid must be 0 (a quarter of max_connections) or more")
     if s.pool_bits < 256:
         raise ConfigError("pool_bits must be at least 256")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
