@@ -108,7 +108,7 @@ class Connection:
     """One client: what it sent, what it is owed, and when it must be done."""
 
     __slots__ = ("driver", "sock", "fd", "peer", "is_unix", "decoder", "out", "out_size", "held", "closing",
-                 "mask", "deadline", "queued_at", "in_request", "closed")
+                 "backlog", "mask", "deadline", "queued_at", "in_request", "closed")
 
     def __init__(self, driver: Driver, sock: socket.socket | None, peer, is_unix: bool) -> None:
         self.driver = driver
@@ -121,6 +121,7 @@ class Connection:
         self.out_size = 0
         self.held: egd.ReadBlocking | None = None  # a 02 waiting for the pool's first seeding
         self.closing = False  # a protocol error: close once the replies before it are sent
+        self.backlog = False  # requests wait behind a full queue: read no more until they are answered
         self.mask = EPOLLIN  # what the epoll set holds for it
         self.deadline = INF
         self.queued_at = INF  # the time of its entry in the driver's heap
@@ -192,19 +193,24 @@ class Connection:
                 counters.bytes_served += n
                 out.append(reply)
                 size += len(reply)
+            else:
+                self.backlog = True
+                self.out_size = size
+                return
         except egd.ProtocolError as e:
             # Requests before the bad byte are answered, then the close.
             counters.protocol_errors += 1
             driver.errors.warning("closing connection: %s", e)
             self.closing = True
         self.out_size = size
+        self.backlog = False
 
     def resume(self) -> None:
         """The pool is seeded: answer the parked 02 and whatever followed it."""
         self.answer()
 
     def set_deadline(self, now: float) -> None:
-        if self.held is not None or self.closing or self.out_size >= OUTPUT_LIMIT:
+        if self.held is not None or self.closing or self.backlog:
             self.deadline = INF  # we are the ones not reading: no clock runs against the client
             self.in_request = False
             return
@@ -237,7 +243,7 @@ class Connection:
     def interest(self) -> int:
         """What the epoll set should report for this connection."""
         mask = EPOLLOUT if self.out else 0
-        if self.held is None and not self.closing and self.out_size < OUTPUT_LIMIT:
+        if self.held is None and not self.closing and not self.backlog:
             mask |= EPOLLIN
         return mask
 
@@ -272,6 +278,7 @@ class Driver:
         self._wait_scope: trio.CancelScope | None = None
         self._wake = False
         self._drained: trio.Event | None = None
+        self.draining = False
 
     def configure(self, settings) -> None:
         """Take (re)loaded settings; open connections keep going."""
@@ -378,7 +385,7 @@ class Driver:
             self.close(conn)
             return
         conn.receive(data, now)
-        if conn.out_size >= OUTPUT_LIMIT:
+        if conn.backlog:
             self._flush(conn, now)  # more requests wait behind a full queue
             return
         if conn.out:
@@ -405,33 +412,40 @@ class Driver:
         if conn.deadline < conn.queued_at:
             self.schedule(conn)
         if conn.interest() != conn.mask:
-            self._update(conn, now)
+            self._update(conn)
 
     def _flush(self, conn: Connection, now: float) -> None:
-        """Send what is queued; once a full queue drains, answer what waited behind it."""
-        while conn.out:
-            data = conn.pending_output()
-            try:
-                sent = conn.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                self._lost(conn, e)
-                return
-            conn.sent(data, sent)
+        """Send what is queued; as the queue drains, answer the requests that waited behind it."""
+        while True:
+            blocked = False
             if conn.out:
-                break  # the client is not reading: wait for EPOLLOUT
+                data = conn.pending_output()
+                try:
+                    sent = conn.sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as e:
+                    self._lost(conn, e)
+                    return
+                conn.sent(data, sent)
+                blocked = bool(conn.out)
             if conn.closing:
-                self.close(conn)
-                return
-            if conn.held is None and conn.decoder.pending:
+                if not conn.out:
+                    self.close(conn)
+                    return
+                break
+            if conn.backlog and not self.draining:
                 conn.answer()
+            if blocked or not conn.out:
+                break  # blocked: the client is not reading; wait for EPOLLOUT
         conn.set_deadline(now)
         self.schedule(conn)
-        self._update(conn, now)
+        self._update(conn)
 
-    def _update(self, conn: Connection, now: float) -> None:
+    def _update(self, conn: Connection) -> None:
         mask = conn.interest()
+        if self.draining:
+            mask &= EPOLLOUT  # shutting down: no new requests, only the replies queued
         if mask != conn.mask:
             sending = bool(conn.mask & EPOLLOUT)
             if sending != bool(mask & EPOLLOUT):
@@ -457,7 +471,7 @@ class Driver:
                 else:
                     conn.set_deadline(now)
                     self.schedule(conn)
-                    self._update(conn, now)
+                    self._update(conn)
             except Exception:
                 log.exception("unexpected error on a connection")
                 self.close(conn)
@@ -579,7 +593,10 @@ class Driver:
         self.paused.clear()
 
     async def drain(self, grace: float) -> None:
-        """Give replies in flight up to `grace` seconds to leave."""
+        """Read no more requests; give the replies queued up to `grace` seconds to leave."""
+        self.draining = True
+        for conn in list(self.conns.values()):
+            self._update(conn)
         if self.counters.sending:
             self._drained = trio.Event()
             with trio.move_on_after(grace):
