@@ -102,6 +102,8 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 
 def describe_peer(peer) -> str:
+    if peer is None:
+        return "a peer of unknown uid"
     return f"uid {peer}" if isinstance(peer, int) else str(peer)
 
 
@@ -136,7 +138,7 @@ class Connection:
         decoder = self.decoder
         decoder.feed(data)
         self.answer()
-        if decoder.pending or self.deadline != INF or self.driver.settings.idle_timeout:
+        if decoder._pos != len(decoder._buf) or self.deadline != INF or self.driver.settings.idle_timeout:
             self.set_deadline(now)  # otherwise it stays what it is: none
 
     def answer(self) -> None:
@@ -148,7 +150,9 @@ class Connection:
         out = self.out
         size = self.out_size
         next_request = self.decoder.next_request
-        seeded = pool.seeded  # once per batch: it never goes back to False
+        seeded = driver.seeded  # it never goes back to False: ask the pool only until it is True
+        if not seeded:
+            seeded = driver.seeded = pool.seeded
         req = self.held
         self.held = None
         try:
@@ -264,6 +268,7 @@ class Driver:
 
     def __init__(self, settings, pool, counters: Counters, pid_reply: bytes) -> None:
         self.pool = pool
+        self.seeded = False  # pool.seeded, once it is True
         self.counters = counters
         self.pid_reply = pid_reply
         self.errors = RateLimitedLog(logging.getLogger("prngd.protocol"))
@@ -342,7 +347,14 @@ class Driver:
                 for fd, ev in poll(0, MAX_EVENTS):
                     conn = conns.get(fd)
                     if conn is not None:
-                        self._event(conn, ev, now)
+                        # self._event(conn, ev, now), inlined for the common case: a request.
+                        if ev & EPOLLIN and conn.mask & EPOLLIN:
+                            try:
+                                self._readable(conn, now)
+                            except Exception:
+                                self._bug(conn)
+                        else:
+                            self._event(conn, ev, now)
                     elif fd in listening:
                         accepting = [fd] if accepting is None else [*accepting, fd]
                 if accepting is not None:
@@ -372,9 +384,12 @@ class Driver:
             elif ev & EPOLLHUP_ERR:
                 self.close(conn)  # gone while we were not reading it (parked or blocked)
         except Exception:
-            # A bug must cost one connection, never the daemon.
-            log.exception("unexpected error on a connection")
-            self.close(conn)
+            self._bug(conn)
+
+    def _bug(self, conn: Connection) -> None:
+        # A bug must cost one connection, never the daemon.
+        log.exception("unexpected error on a connection")
+        self.close(conn)
 
     def _readable(self, conn: Connection, now: float) -> None:
         try:
@@ -528,6 +543,8 @@ class Driver:
                 csock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             except BlockingIOError:
                 return
+            except ConnectionAbortedError:
+                continue  # the client gave up while waiting in the backlog
             except OSError as e:
                 # Out of descriptors or memory: say so, pause, let clients retry.
                 log.error("accept on %s failed: %s", lst.spec, e.strerror)
