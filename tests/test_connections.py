@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import connect, egd_read, recv_exact
+from conftest import connect, egd_read, free_tcp_port, recv_exact
 from prngd import admin, config
 from prngd.config import Settings
 from prngd.connections import EPOLLIN, EPOLLOUT, INF, OUTPUT_LIMIT, Connection, Counters, Driver
@@ -331,3 +332,47 @@ def test_sigterm_lets_the_queued_replies_leave_whole(start_daemon):
     assert got % 255 == 0  # and no reply was cut
     assert got < 255 * 2000  # no request was read after SIGTERM
     assert d.proc.wait(20) == 0
+
+
+def test_tcp_peers_count_as_one_user_per_source_address(start_daemon):
+    port = free_tcp_port()
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 8\n", extra_sockets=[f"127.0.0.1:{port}"])
+    held = []
+    try:
+        for _ in range(2):  # a quarter of 8
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"\x02\x01")
+            recv_exact(s, 1)
+            held.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as over:
+            over.sendall(b"\x02\x01")
+            try:
+                assert over.recv(1) == b""  # closed at once
+            except ConnectionResetError:
+                pass
+        line = d.wait_for_line("refusing connection from 127.0.0.1")
+        assert "it holds 2 of its 2" in line
+        # Another source address is another user.
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as other:
+            other.sendall(b"\x02\x08")
+            assert len(recv_exact(other, 8)) == 8
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_refusals_beyond_the_burst_are_summed_up_in_the_next_window(monkeypatch, caplog):
+    from prngd import connections
+
+    clock = [1000.0]
+    monkeypatch.setattr(connections.time, "monotonic", lambda: clock[0])
+    limited = connections.RateLimitedLog(logging.getLogger("prngd.test"), burst=3,
+                                         summary="%d more connections refused")
+    with caplog.at_level(logging.WARNING, logger="prngd.test"):
+        for i in range(10):
+            limited.warning("refusing connection from uid %d", i)
+        clock[0] += 10.0
+        limited.warning("refusing connection from uid %d", 99)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing connection from uid 0", "refusing connection from uid 1", "refusing connection from uid 2",
+        "7 more connections refused", "refusing connection from uid 99"]
