@@ -376,3 +376,48 @@ def test_refusals_beyond_the_burst_are_summed_up_in_the_next_window(monkeypatch,
     assert [r.getMessage() for r in caplog.records] == [
         "refusing connection from uid 0", "refusing connection from uid 1", "refusing connection from uid 2",
         "7 more connections refused", "refusing connection from uid 99"]
+
+
+async def test_the_driver_wakes_parked_connections_and_closes_everything_when_cancelled(tmp_path):
+    """The driver task in this process: a parked 02 goes on at wake(); cancelling it closes every connection."""
+    import trio
+
+    from prngd.server import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    pool = CountingPool(seeded=False)
+    driver = Driver(Settings(), pool, Counters(), b"\x0c" + b"%12d" % 4242)
+
+    async def client():
+        s = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await s.connect(path)
+        return s
+
+    async def recv_exactly(s, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = await s.recv(n - len(buf))
+            assert chunk, f"closed after {len(buf)} of {n} bytes"
+            buf += chunk
+        return buf
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            parked = await client()
+            await parked.send(b"\x00\x02\x10\x04")
+            assert await recv_exactly(parked, 4) == (300).to_bytes(4, "big")
+            other = await client()
+            await other.send(b"\x01\x05")
+            assert await recv_exactly(other, 1) == b"\x00"  # unseeded: PRNGD's answer, at once
+            pool.seeded = True
+            driver.wake()  # what the pool's on_seeded callback does
+            assert await recv_exactly(parked, 16 + 13) == bytes(range(16)) + b"\x0c" + b"%12d" % 4242
+            assert driver.counters.current == 2
+            nursery.cancel_scope.cancel()
+    for s in (parked, other):
+        assert await s.recv(1) == b""  # closed by the driver as it unwound
+        s.close()
+    assert driver.counters.current == 0 and not driver.conns
+    listener.sock.close()
