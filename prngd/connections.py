@@ -417,9 +417,10 @@ class Driver:
         if conn.backlog:
             self._flush(conn, now)  # more requests wait behind a full queue
             return
-        if conn.out:
+        out = conn.out
+        if out:
             # Inline, the common case: one read, its replies in one send.
-            data = conn.out[0] if len(conn.out) == 1 else b"".join(conn.out)
+            data = out[0] if len(out) == 1 else b"".join(out)
             try:
                 sent = conn.sock.send(data)
             except BlockingIOError:
@@ -428,7 +429,7 @@ class Driver:
                 self._lost(conn, e)
                 return
             if sent == len(data):
-                conn.out.clear()
+                out.clear()
                 conn.out_size = 0
                 if conn.closing:
                     self.close(conn)
@@ -440,7 +441,7 @@ class Driver:
             return
         if conn.deadline < conn.queued_at:
             self.schedule(conn)
-        if conn.mask != EPOLLIN or conn.out or conn.held is not None:
+        if conn.mask != EPOLLIN or out or conn.held is not None:
             self._update(conn)  # not the common case: reading, nothing queued
 
     def _flush(self, conn: Connection, now: float) -> None:
