@@ -139,7 +139,7 @@ class Connection:
         decoder = self.decoder
         decoder.feed(data)
         self.answer()
-        if decoder._pos != len(decoder._buf) or self.deadline != INF or self.driver.settings.idle_timeout:
+        if decoder.pending or self.deadline != INF or self.driver.settings.idle_timeout:
             self.set_deadline(now)  # otherwise it stays what it is: none
 
     def answer(self) -> None:
