@@ -316,6 +316,16 @@ class Driver:
             conn.queued_at = conn.deadline
             self._seq += 1
             heapq.heappush(self.heap, (conn.deadline, self._seq, conn))
+            if len(self.heap) > 2 * len(self.conns) + 64:
+                self._compact()
+
+    def _compact(self) -> None:
+        # Entries of closed connections stay until their time comes; with an
+        # idle_timeout and many short connections they would pile up, so the
+        # heap is rebuilt from the live entries whenever they are outnumbered.
+        self.heap[:] = [(c.queued_at, i, c) for i, c in enumerate(self.conns.values()) if c.queued_at != INF]
+        self._seq = len(self.heap)
+        heapq.heapify(self.heap)
 
     # ------------------------------------------------------------ the loop
 

@@ -421,3 +421,28 @@ async def test_the_driver_wakes_parked_connections_and_closes_everything_when_ca
         s.close()
     assert driver.counters.current == 0 and not driver.conns
     listener.sock.close()
+
+
+def test_deadlines_of_closed_connections_do_not_pile_up():
+    """idle_timeout with many short connections: the heap stays proportional to the open ones."""
+    driver = Driver(Settings(idle_timeout=60.0), CountingPool(), Counters(), b"")
+    kept = []
+    for i in range(2000):
+        a, b = socket.socketpair()
+        b.close()
+        conn = Connection(driver, a, 1000, True)
+        driver.conns[conn.fd] = conn
+        driver.held_by[1000] = driver.held_by.get(1000, 0) + 1
+        driver.counters.current += 1
+        conn.receive(b"\x00", now=float(i))
+        driver.schedule(conn)
+        if i % 100 == 0:
+            kept.append(conn)  # a few stay open
+        else:
+            driver.close(conn)
+    assert len(driver.heap) <= 2 * len(kept) + 65
+    assert sorted(at for at, _, c in driver.heap if not c.closed) == [60.0 + 100 * k for k in range(len(kept))]
+    driver._expire(60.0 + 1000)  # those opened at 0, 100, ..., 1000 have been idle 60 s by then
+    assert [c.closed for c in kept] == [True] * 11 + [False] * 9
+    for conn in kept:
+        driver.close(conn)
