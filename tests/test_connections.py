@@ -446,3 +446,15 @@ def test_deadlines_of_closed_connections_do_not_pile_up():
     assert [c.closed for c in kept] == [True] * 11 + [False] * 9
     for conn in kept:
         driver.close(conn)
+
+
+def test_idle_timeout_closes_an_idle_connection_silently(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nidle_timeout = 0.5\n")
+    with connect(d.socket) as s:
+        s.sendall(b"\x02\x01")
+        recv_exact(s, 1)
+        started = time.monotonic()
+        assert s.recv(1) == b""  # closed by the daemon once idle for 0.5 s
+        assert 0.4 < time.monotonic() - started < 5
+    assert len(egd_read(d.socket, 8)) == 8
+    assert "closing connection" not in d.log()  # an idle close is not an error
