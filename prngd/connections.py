@@ -378,7 +378,11 @@ class Driver:
                     # this turn are free for the newcomers.
                     for fd in accepting:
                         if fd in listening:
-                            self._accept(listening[fd], now)
+                            try:
+                                self._accept(listening[fd], now)
+                            except Exception:
+                                # A bug must cost the newcomer, never the daemon.
+                                log.exception("unexpected error accepting a connection")
                 if self.parked and self.pool.seeded:
                     self._resume_parked(now)
                 if heap and heap[0][0] <= now:
