@@ -6,21 +6,22 @@ Its logic is plain methods (`receive`, `answer`, `sent`, `resume`, `interest`)
 that tests call without sockets.
 
 `Driver.run` is the only task.  It owns a `select.epoll` set holding the
-listeners and every connection, each registered once: read interest always,
-write interest only while a reply is queued, and no read interest while a
-connection's queue is full or it waits for the pool's first seeding, so a
-client that does not read blocks only itself.  The task awaits readability of
-the epoll descriptor itself, then handles each ready descriptor inline.  Trio
-pays one wait per turn instead of one per request and connection (an epoll
-re-registration and a parked task each: a quarter of the daemon's time with
-a task per connection).
+listeners and every connection, each registered once: read interest, write
+interest only while replies are queued, and no read interest while requests
+wait behind a full queue or for the pool's first seeding, so a client that
+does not read blocks only itself.  The task awaits readability of the epoll
+descriptor itself, then handles each ready descriptor inline, and under load
+polls again before it waits.  Trio pays at most one wait per turn instead of
+one per request and connection (an epoll re-registration and a parked task
+each: a quarter of the daemon's time with a task per connection).
 
-Deadlines sit in a heap, one entry per connection at most, and the task sleeps
-until the nearest.  `request_timeout` runs from a request's first byte to its
-last whatever the pace of the bytes; `idle_timeout` (0: never) from the last
-request.  Fair share: one uid (TCP: one source address) holds at most
-`max_connections_per_uid` connections; root is exempt, as it could stop the
-daemon anyway and its clients (sshd) are the ones that must be served.
+Deadlines sit in a heap; an entry is pushed only when a connection's deadline
+moves earlier, and the task sleeps until the nearest.  `request_timeout` runs
+from a request's first byte to its last whatever the pace of the bytes;
+`idle_timeout` (0: never) from the last request.  Fair share: one uid (TCP:
+one source address) holds at most `max_connections_per_uid` connections; root
+is exempt, as it could stop the daemon anyway and its clients (sshd) are the
+ones that must be served.
 """
 
 from __future__ import annotations
