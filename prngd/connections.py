@@ -140,7 +140,7 @@ class Connection:
         decoder = self.decoder
         decoder.feed(data)
         self.answer()
-        if decoder.pending or self.deadline != INF or self.driver.settings.idle_timeout:
+        if self.deadline != INF or decoder.pending or self.driver.idle_timeout:
             self.set_deadline(now)  # otherwise it stays what it is: none
 
     def answer(self) -> None:
@@ -165,8 +165,10 @@ class Connection:
                     if req is None:
                         break
                     self.in_request = False  # a request completed: the next one's clock starts afresh
-                    requests[req.command] += 1
-                cmd = req.command
+                    cmd = req.command
+                    requests[cmd] += 1
+                else:
+                    cmd = req.command
                 if cmd == 2:  # blocking read
                     n = req.n
                     if not n:
@@ -293,6 +295,7 @@ class Driver:
     def configure(self, settings) -> None:
         """Take (re)loaded settings; open connections keep going."""
         self.settings = settings
+        self.idle_timeout = settings.idle_timeout
         self.trusted_uids = frozenset([0, *settings.trusted_uids])
         self.share = settings.max_connections_per_uid or max(1, settings.max_connections // 4)
 
