@@ -1,7 +1,8 @@
 """Profile the daemon under load: where its connection loop spends the time.
 
     python3 -m benchmarks.profile_daemon [--tool sampler|py-spy|cprofile] [--request 02ff]
-                                         [--conns 50] [--duration 10] [--rate HZ] [--out DIR]
+                                         [--conns 50] [--mode persistent|newconn] [--duration 10]
+                                         [--rate HZ] [--out DIR]
 
 Starts a fresh daemon (`python3 -m prngd -f -n SOCKET`, default settings),
 warms it up, drives `--conns` persistent connections sending `--request`
@@ -199,11 +200,12 @@ def wrap_sampler(argv: list[str]) -> int:
     return prngd_main(args) or 0
 
 
-def _load_in_background(load: LoadGenerator, server: Server, request: str, conns: int, seconds: float):
+def _load_in_background(load: LoadGenerator, server: Server, request: str, conns: int, seconds: float,
+                        mode: str = "persistent"):
     result: dict = {}
 
     def go():
-        result.update(load.run(server.target("unix"), request, conns, seconds, "persistent"))
+        result.update(load.run(server.target("unix"), request, conns, seconds, mode))
 
     t = threading.Thread(target=go, daemon=True)
     t.start()
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tool", choices=("sampler", "py-spy", "cprofile"), default="sampler")
     p.add_argument("--request", default="02ff")
     p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--mode", choices=("persistent", "newconn"), default="persistent",
+                   help="persistent connections, or a new connection per request (OpenSSH, OpenSSL)")
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--rate", type=int, default=1000,
                    help="samples per second (py-spy: of wall time; sampler: of CPU time, capped by the kernel tick)")
@@ -250,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     server = Server("prngd", cmd, sock, None, out / "profile-daemon.log", work)
     server.start()
     try:
-        load.run(server.target("unix"), a.request, a.conns, 1.0, "persistent")  # warm-up
+        load.run(server.target("unix"), a.request, a.conns, 1.0, a.mode)  # warm-up
         cpu0 = server.cpu_s()
         if tool == "py-spy":
-            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration + 1.0)
+            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration + 1.0, a.mode)
             time.sleep(0.5)
             raw_path = out / "profile-pyspy.txt"
             spy = subprocess.run(["py-spy", "record", "-p", str(server.pid), "-d", str(int(a.duration)),
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 1
         elif tool == "sampler":
-            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration + 1.0)
+            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration + 1.0, a.mode)
             time.sleep(0.5)
             os.kill(server.pid, signal.SIGUSR2)
             time.sleep(a.duration)
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             while not sampler_path.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         else:
-            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration)
+            thread, result = _load_in_background(load, server, a.request, a.conns, a.duration, a.mode)
             thread.join()
         cpu = server.cpu_s() - cpu0
     finally:
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for f in work.iterdir():
             f.unlink(missing_ok=True)
         work.rmdir()
-    print(f"load: {a.request} x {a.conns} Unix, {result.get('rps', 0):.0f} req/s while profiled "
+    print(f"load: {a.request} x {a.conns} Unix {a.mode}, {result.get('rps', 0):.0f} req/s while profiled "
           f"(profiler overhead included), p99 {result.get('p99_us', 0) / 1000:.2f} ms, daemon CPU {cpu:.1f} s")
     if tool in ("py-spy", "sampler"):
         path = raw_path if tool == "py-spy" else sampler_path

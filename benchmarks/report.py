@@ -65,27 +65,30 @@ def markdown(r: dict) -> str:
         for c in ceil:
             best.setdefault(c["transport"], []).append(f"{c['scenario']} {c['rps'] / 1000:.0f}k")
         txt = "; ".join(f"{t}: " + ", ".join(v) for t, v in best.items())
-        lines.append(f"| load generator ceiling (C epoll server, x{ceil[0]['conns']}) | | | {txt} req/s |")
+        lines.append(f"| C epoll server (reference and load generator ceiling, x{ceil[0]['conns']}) | | | {txt} req/s |")
     lines += [
         "",
-        "| transport | scenario | conns | prngd req/s | baseline req/s | x base | prngd MB/s "
-        "| prngd p50 / p99 / p99.9 ms | baseline p99 ms | prngd CPU s / 1000 req | short / zero |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| transport | scenario | conns | prngd req/s | baseline req/s | x base | C req/s | x C | prngd MB/s "
+        "| prngd p50 / p99 / p99.9 ms | baseline p99 ms | prngd CPU us / reply | short / zero |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     cells = sorted({(c["transport"], c["scenario"], c["conns"]) for c in r["cells"] if c["server"] == PRNGD},
                    key=lambda k: (meta["transports"].index(k[0]), list(meta["scenarios"]).index(k[1]), k[2]))
     for key in cells:
-        c, bc = by[(*key, PRNGD)], by.get((*key, BASELINE))
+        c, bc, cc = by[(*key, PRNGD)], by.get((*key, BASELINE)), by.get((*key, CEILING))
         ratio = c["rps"] / bc["rps"] if bc and bc["rps"] else None
+        c_ratio = c["rps"] / cc["rps"] if cc and cc["rps"] else None
+        cpu_us = c["server_cpu_s_per_1k"] * 1000 if c.get("server_cpu_s_per_1k") is not None else None
         req = meta["requests"][key[1]]
         scen = f"{key[1]} `{req[:2]} {req[2:]}`".replace(" `00 `", " `00`")
         if meta["modes"][key[1]] == "newconn":
             scen += " new conn"
         lines.append(
             f"| {key[0]} | {scen} | {key[2]} | {_f(c['rps'])} | {_f(bc['rps'] if bc else None)} "
-            f"| {_f(ratio, '.2f')} | {_f(c['mbps'], '.1f')} "
-            f"| {_ms(c['p50_us'])} / {_ms(c['p99_us'])} / {_ms(c['p999_us'])} | {_ms(bc['p99_us'] if bc else None)} "
-            f"| {_f(c['server_cpu_s_per_1k'], '.3f')} | {c['short']} / {c['zero']} |")
+            f"| {_f(ratio, '.2f')} | {_f(cc['rps'] if cc else None)} | {_f(c_ratio, '.2f')} | {_f(c['mbps'], '.1f')} "
+            f"| {_ms(c['p50_us'])} / {_ms(c['p99_us'])} / {_ms(c['p999_us'])} "
+            f"| {_ms(bc['p99_us'] if bc else None)} "
+            f"| {_f(cpu_us, '.1f')} | {c['short']} / {c['zero']} |")
     lines += ["", "Checks: " + ", ".join(_check_text(checks)), ""]
     return "\n".join(lines)
 
@@ -95,6 +98,16 @@ def _check_text(ch: dict) -> list[str]:
     if "headline_ratio" in ch:
         out.append(f"02 ff x 50 Unix: {ch['headline_ratio']:.2f} x baseline (>= 0.8: "
                    f"{'yes' if ch['headline_ratio_ok'] else 'NO'}), p99 {ch['headline_p99_ms']:.2f} ms")
+    for name, target in (("block255", 0.45), ("openssh", 0.5)):
+        v = ch.get(f"unix_{name}_50_vs_c")
+        if v is not None:
+            out.append(f"unix {name} x 50: {v:.2f} x the C server (>= {target}: {'yes' if v >= target else 'NO'})")
+    if ch.get("cpu_us_per_reply_block255_50") is not None:
+        v = ch["cpu_us_per_reply_block255_50"]
+        out.append(f"CPU per reply under 02 ff x 50 Unix {v:.1f} us (<= 8: {'yes' if v <= 8 else 'NO'})")
+    if "p99_at_50_over_2ms" in ch:
+        over = ch["p99_at_50_over_2ms"]
+        out.append("p99 at 50 connections under 2 ms: " + ("all scenarios" if not over else "not in " + ", ".join(over)))
     if "p99_at_50_over_5ms" in ch:
         over = ch["p99_at_50_over_5ms"]
         out.append("p99 at 50 connections under 5 ms: " + ("all scenarios" if not over else "not in " + ", ".join(over)))

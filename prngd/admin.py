@@ -277,8 +277,14 @@ def render_metrics(status: dict) -> str:
     m.one("prngd_connections_max", "gauge", "Open EGD connections allowed at once.", conns.get("max"))
     # Not prngd_connections_total: with the gauge above it would make one family of two types.
     m.one("prngd_connections_accepted_total", "counter", "EGD connections accepted.", conns.get("total"))
-    m.one("prngd_connections_rejected_total", "counter", "EGD connections refused for being over the limit.",
-          conns.get("rejected"))
+    by_reason = conns.get("rejected_by_reason")
+    if isinstance(by_reason, dict):
+        m.family("prngd_connections_rejected_total", "counter",
+                 "EGD connections refused, by the limit they were over (max_connections, max_connections_per_uid).",
+                 [({"reason": reason}, n) for reason, n in sorted(by_reason.items())])
+    else:
+        m.one("prngd_connections_rejected_total", "counter", "EGD connections refused for being over the limit.",
+              conns.get("rejected"))
 
     sources = [s for s in status.get("sources") or [] if isinstance(s, dict) and "name" in s]
 

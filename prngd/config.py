@@ -127,7 +127,8 @@ class Settings:
     socket_mode: int = 0o666
     allow_remote: bool = False  # listen on non-loopback TCP addresses
     max_connections: int = 1024
-    request_timeout: float = 10.0  # how long a request may stay half-received
+    max_connections_per_uid: int = 0  # one uid's (one TCP address's) share; 0: a quarter of max_connections
+    request_timeout: float = 10.0  # from a request's first byte to its last
     idle_timeout: float = 0.0  # 0: never (Postfix, libgcrypt keep connections for hours)
     trusted_uids: list[int] = field(default_factory=list)  # root is always trusted
     trust_tcp: bool = False  # credit 0x03 writes from TCP peers
@@ -235,9 +236,9 @@ def _conv_opt_str(v: str) -> str | None:
 _CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda v: float(v.strip())}
 
 _SECTIONS = {
-    "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "request_timeout", "idle_timeout",
-              "trusted_uids", "trust_tcp", "pidfile", "admin_socket", "admin_mode", "log_level",
-              "log_file", "history_interval", "user"],
+    "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid",
+              "request_timeout", "idle_timeout", "trusted_uids", "trust_tcp", "pidfile", "admin_socket",
+              "admin_mode", "log_level", "log_file", "history_interval", "user"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
@@ -282,6 +283,7 @@ _RULES: dict[str, tuple] = {
     "socket_mode": (lambda v: isinstance(v, int) and 0 <= v <= 0o777, "an octal mode from 0000 to 0777"),
     "admin_mode": (lambda v: isinstance(v, int) and 0 <= v <= 0o777, "an octal mode from 0000 to 0777"),
     "max_connections": _number(1, 1_000_000, integer=True),
+    "max_connections_per_uid": _number(0, 1_000_000, integer=True, unit=" (0: a quarter of max_connections)"),
     "request_timeout": _SECONDS,
     "idle_timeout": _number(0, 1e7, unit=" of seconds (0: never)"),
     "trusted_uids": (lambda v: all(isinstance(u, int) and 0 <= u < 2**32 - 1 for u in v),

@@ -5,10 +5,11 @@ kernel, the seed file is mixed in and replaced, and only then do the sockets
 open.  Shutdown is cancellation: stop accepting, let replies in flight finish
 (bounded), save the seed, remove the sockets.
 
-The connection loop is the hot path.  It drives plain non-blocking sockets with
-`trio.lowlevel.wait_readable` / `wait_writable` rather than trio's stream layer,
-which costs about 40% per request at these sizes (shared/performance.md), and
-it answers every request decoded from one read with one send.
+The connections are served by one task, `connections.Driver`, that drives
+every EGD connection as a state machine in one epoll set (see that module);
+the admin socket, the sources, the savers and the signals are ordinary trio
+tasks beside it.  After start-up, `gc.freeze()` moves everything built so far
+out of the collector's sight (see `_announce`).
 """
 
 from __future__ import annotations
@@ -27,18 +28,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import trio
-from trio.lowlevel import checkpoint, wait_readable, wait_writable
 
 from prngd import __version__, egd, history
-from prngd.egd import encode_nonblocking
 from prngd.config import Settings
+from prngd.connections import Counters, Driver
 
 log = logging.getLogger("prngd")
 
-# One read takes at most this much; with the output cap below it bounds a
-# connection's memory to well under 100 KiB whatever the client sends.
-RECV_SIZE = 4096
-OUTPUT_FLUSH = 65536
 SHUTDOWN_GRACE = 2.0
 
 
@@ -52,41 +48,6 @@ class Listener:
     sock: socket.socket
     path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
     is_unix: bool
-
-
-class Counters:
-    __slots__ = ("current", "total", "rejected", "bytes_served", "requests", "protocol_errors", "sending")
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.total = 0
-        self.rejected = 0
-        self.bytes_served = 0
-        self.requests = [0] * 5  # indexed by command byte
-        self.protocol_errors = 0
-        self.sending = 0  # connections blocked mid-reply (shutdown waits for them)
-
-
-class RateLimitedLog:
-    """At most `burst` lines per `period` seconds; the rest are counted and summarised."""
-
-    def __init__(self, logger: logging.Logger, burst: int = 10, period: float = 10.0) -> None:
-        self.logger, self.burst, self.period = logger, burst, period
-        self.window_start = 0.0
-        self.count = 0
-        self.suppressed = 0
-
-    def warning(self, msg: str, *args) -> None:
-        now = time.monotonic()
-        if now - self.window_start >= self.period:
-            if self.suppressed:
-                self.logger.warning("%d more protocol errors not logged", self.suppressed)
-            self.window_start, self.count, self.suppressed = now, 0, 0
-        if self.count < self.burst:
-            self.count += 1
-            self.logger.warning(msg, *args)
-        else:
-            self.suppressed += 1
 
 
 def make_pool(settings: Settings):
@@ -127,14 +88,6 @@ class PoolProxy:
             pool.add(source, data, bits)
         self._adds.clear()
         self._data[:] = bytes(len(self._data))
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    except OSError:
-        return None
-    return int.from_bytes(creds[4:8], "little", signed=True) if len(creds) >= 8 else None
 
 
 # ---------------------------------------------------------------- listeners
@@ -397,12 +350,8 @@ class Daemon:
         self.seed_state = None
         self.exchange_state = None  # an exchange.ExchangeState once the updater runs
         self.history = history.History(settings.history_interval)
-        self._seeded = trio.Event()
-        self._errors = RateLimitedLog(logging.getLogger("prngd.protocol"))
-        self._trusted_uids = frozenset([0, *settings.trusted_uids])
-        self._idle_done: trio.Event | None = None
+        self.connections = Driver(settings, self.pool, self.counters, self.pid_reply)
         self._gather_scope: trio.CancelScope | None = None
-        self._accept_scope: trio.CancelScope | None = None
         self._pidfile: str | None = None  # written by us, removed at stop
 
     # ------------------------------------------------------------ start-up
@@ -465,19 +414,13 @@ class Daemon:
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
-                    if self.pool.seeded:
-                        self._seeded.set()
-                    else:
+                    if not self.pool.seeded:
                         self.pool.on_seeded = self._became_seeded
                     await nursery.start(self._gatherers)
-                    async with trio.open_nursery() as conns:
-                        self._accept_scope = trio.CancelScope()
-                        nursery.start_soon(self._accept_all, conns, self._accept_scope)
-                        self._start_background(nursery, admin_sock)
-                        self._announce()
-                        # The connection nursery lives until shutdown cancels
-                        # the outer scope; this waits for that.
-                        await trio.sleep_forever()
+                    # Until shutdown cancels the nursery: cancelling it closes every connection.
+                    nursery.start_soon(self.connections.run, self.listeners)
+                    self._start_background(nursery, admin_sock)
+                    self._announce()
             finally:
                 await self._finish(admin_sock)
 
@@ -608,9 +551,9 @@ class Daemon:
 
     def _became_seeded(self) -> None:
         # Called by the pool the moment credited input first reaches its seed
-        # threshold (kernel not ready at start): blocked 0x02 readers go on.
+        # threshold (kernel not ready at start): parked 0x02 readers go on.
         log.info("pool seeded (entropy %d bits)", self.pool.entropy_bits)
-        self._seeded.set()
+        self.connections.wake()
 
     async def _gatherers(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Runs the sources; SIGHUP restarts it with the reloaded ones."""
@@ -686,17 +629,13 @@ class Daemon:
 
     async def _drain(self) -> None:
         """Stop accepting, then give replies in flight a bounded time to leave."""
-        if self._accept_scope is not None:
-            self._accept_scope.cancel()
+        self.connections.stop_accepting()
         for lst in self.listeners:
             # New connections are refused from here on, not queued; waiters on
             # the socket are told before it closes, as trio requires.
             trio.lowlevel.notify_closing(lst.sock)
             lst.sock.close()
-        if self.counters.sending:
-            self._idle_done = trio.Event()
-            with trio.move_on_after(SHUTDOWN_GRACE):
-                await self._idle_done.wait()
+        await self.connections.drain(SHUTDOWN_GRACE)
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration, keep every connection, reseed."""
@@ -723,7 +662,7 @@ class Daemon:
         if new.log_file != old.log_file or new.pidfile != old.pidfile:
             log.warning("log_file and pidfile changes take effect only at restart")
         self.settings = new
-        self._trusted_uids = frozenset([0, *new.trusted_uids])
+        self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
         from prngd import sources
 
@@ -734,202 +673,6 @@ class Daemon:
         log.info("configuration reloaded (%d sources, max_connections %d), pool reseeded",
                  len(self.sources), new.max_connections)
         systemd.notify("READY=1")
-
-    # ------------------------------------------------------------ accepting
-
-    async def _accept_all(self, conns: trio.Nursery, scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                for lst in self.listeners:
-                    nursery.start_soon(self._accept_loop, lst, conns)
-
-    async def _accept_loop(self, lst: Listener, conns: trio.Nursery) -> None:
-        sock = lst.sock
-        counters = self.counters
-        accepted_in_a_row = 0
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except BlockingIOError:
-                accepted_in_a_row = 0
-                try:
-                    await wait_readable(sock)
-                except trio.ClosedResourceError:
-                    return
-                continue
-            except OSError as e:
-                if sock.fileno() == -1 or e.errno == errno.EBADF:
-                    return
-                # Out of descriptors or memory: say so and let clients retry.
-                log.error("accept on %s failed: %s", lst.spec, e.strerror)
-                await trio.sleep(0.1)
-                continue
-            if counters.current >= self.settings.max_connections:
-                conn.close()
-                counters.rejected += 1
-                continue
-            conn.setblocking(False)
-            if not lst.is_unix:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            counters.current += 1
-            counters.total += 1
-            conns.start_soon(self._connection, conn, lst.is_unix)
-            accepted_in_a_row += 1
-            if accepted_in_a_row >= 64:  # a connect storm must not starve the clients already here
-                accepted_in_a_row = 0
-                await checkpoint()
-
-    # ------------------------------------------------------------ one connection
-
-    def _trusted(self, sock: socket.socket, is_unix: bool) -> bool:
-        if not is_unix:
-            return self.settings.trust_tcp
-        uid = peer_uid(sock)
-        return uid is not None and uid in self._trusted_uids
-
-    async def _connection(self, sock: socket.socket, is_unix: bool) -> None:
-        try:
-            await self._serve(sock, is_unix)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left mid-reply: its loss only
-        except egd.ProtocolError as e:
-            self.counters.protocol_errors += 1
-            self._errors.warning("closing connection: %s", e)
-        except OSError as e:
-            self._errors.warning("closing connection: %s", e)
-        except Exception:
-            # A bug must cost one connection, never the daemon.
-            log.exception("unexpected error on a connection")
-        finally:
-            sock.close()
-            self.counters.current -= 1
-
-    async def _serve(self, sock: socket.socket, is_unix: bool) -> None:
-        pool = self.pool
-        counters = self.counters
-        requests = counters.requests
-        decoder = egd.Decoder()
-        recv = sock.recv
-        settings = self.settings
-        trusted = None
-        # A connection-per-request client (OpenSSL, OpenSSH) has usually sent
-        # its request before we accepted: try it before parking in epoll.
-        ready = True
-        while True:
-            if ready:
-                ready = False
-            elif decoder.pending:
-                with trio.move_on_after(settings.request_timeout) as cs:
-                    await wait_readable(sock)
-                if cs.cancelled_caught:
-                    self._errors.warning("closing connection: request incomplete after %gs",
-                                         settings.request_timeout)
-                    return
-            elif settings.idle_timeout > 0:
-                with trio.move_on_after(settings.idle_timeout) as cs:
-                    await wait_readable(sock)
-                if cs.cancelled_caught:
-                    return
-            else:
-                # Wait before reading: a request-response client has nothing for
-                # us yet.  This always parks in the scheduler, even when data is
-                # waiting, so a client that floods us cannot starve the others.
-                await wait_readable(sock)
-            try:
-                data = recv(RECV_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
-                return
-            decoder.feed(data)
-            out: list[bytes] = []
-            size = 0
-            seeded = pool.seeded  # once per read: it never goes back to False
-            next_request = decoder.next_request
-            try:
-                # next_request() rather than iteration: no StopIteration per read.
-                while (req := next_request()) is not None:
-                    cmd = req.command
-                    requests[cmd] += 1
-                    if cmd == 2:  # blocking read
-                        n = req.n
-                        if not n:
-                            continue
-                        if not seeded:
-                            if out:
-                                await self._send(sock, b"".join(out))
-                                out.clear()
-                                size = 0
-                            await self._seeded.wait()
-                            seeded = True
-                        reply = pool.read(n)
-                    elif cmd == 1:  # non-blocking read: the full count once seeded
-                        n = req.n
-                        if seeded:
-                            reply = encode_nonblocking(pool.read(n))
-                        else:
-                            # Only when even the kernel was not ready at start.
-                            reply = b"\x00"
-                            n = 0
-                    elif cmd == 0:
-                        reply = egd.encode_entropy_level(pool.entropy_bits)
-                        n = 0
-                    elif cmd == 4:
-                        reply = self.pid_reply
-                        n = 0
-                    else:  # write entropy: mixed always, credited only from trusted peers
-                        if req.data:
-                            if trusted is None:
-                                trusted = self._trusted(sock, is_unix)
-                            pool.add("egd-write" if trusted else "egd-write-untrusted", req.data,
-                                     min(req.bits, 8 * len(req.data)) if trusted else 0)
-                        continue
-                    counters.bytes_served += n
-                    out.append(reply)
-                    size += len(reply)
-                    if size >= OUTPUT_FLUSH:  # bounds what one connection holds
-                        await self._send(sock, b"".join(out))
-                        out.clear()
-                        size = 0
-            except egd.ProtocolError:
-                # Requests before the bad byte are answered, then the close.
-                if out:
-                    await self._send(sock, b"".join(out))
-                raise
-            if out:
-                # Inline, not `await self._send(...)`: one reply per read is the
-                # common case and a coroutine per reply costs ~3% of the daemon.
-                reply = out[0] if len(out) == 1 else b"".join(out)
-                try:
-                    sent = sock.send(reply)
-                except BlockingIOError:
-                    sent = 0
-                if sent != len(reply):
-                    await self._send_rest(sock, reply, sent)
-
-    async def _send(self, sock: socket.socket, data: bytes) -> None:
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent != len(data):
-            await self._send_rest(sock, data, sent)
-
-    async def _send_rest(self, sock: socket.socket, data: bytes, sent: int) -> None:
-        """Slow path: the client is not reading as fast as we answer."""
-        view = memoryview(data)[sent:]
-        self.counters.sending += 1
-        try:
-            while view:
-                await wait_writable(sock)
-                try:
-                    view = view[sock.send(view):]
-                except BlockingIOError:
-                    pass
-        finally:
-            self.counters.sending -= 1
-            if not self.counters.sending and self._idle_done is not None:
-                self._idle_done.set()
 
     # ------------------------------------------------------------ status
 
@@ -948,7 +691,10 @@ class Daemon:
             "pool": pool_stats,
             "sources": [s.stats() for s in self.sources],
             "connections": {"current": c.current, "total": c.total, "rejected": c.rejected,
-                            "max": self.settings.max_connections},
+                            "rejected_by_reason": {"global_cap": c.rejected_global_cap,
+                                                   "per_uid": c.rejected_per_uid},
+                            "max": self.settings.max_connections,
+                            "max_per_uid": self.connections.share},
             "requests": {egd.COMMAND_NAMES[i]: c.requests[i] for i in range(5)},
             "bytes_served": c.bytes_served,
             "protocol_errors": c.protocol_errors,

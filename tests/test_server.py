@@ -12,7 +12,6 @@ import tempfile
 import threading
 
 import pytest
-import trio
 
 from conftest import ROOT, connect, egd_entropy, egd_read, free_tcp_port, recv_exact
 
@@ -263,10 +262,10 @@ def test_untrusted_write_is_mixed_but_not_credited(start_daemon):
     assert egd_entropy(d.socket) > before
 
 
-async def test_untrusted_peer_not_credited_unit(monkeypatch):
-    """Injected peer credentials: only root and trusted_uids are credited."""
-    from prngd import server
+def test_untrusted_peer_not_credited_unit():
+    """Peer uids as looked up at accept: only root and trusted_uids are credited."""
     from prngd.config import Settings
+    from prngd.connections import Connection, Counters, Driver
 
     class RecordingPool:
         seeded, entropy_bits, generator_name = True, 300, "test"
@@ -277,26 +276,20 @@ async def test_untrusted_peer_not_credited_unit(monkeypatch):
         def add(self, source, data, bits=0):
             self.adds.append((source, data, bits))
 
-    async def one_write(uid, trusted_uids):
+    def one_write(uid, trusted_uids):
         pool = RecordingPool()
-        daemon = server.Daemon(Settings(trusted_uids=trusted_uids), pool=pool)
-        monkeypatch.setattr(server, "peer_uid", lambda sock: uid)
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        daemon.counters.current += 1
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(daemon._connection, a, True)
-            b.sendall(b"\x03\x01\x00\x04abcd" + b"\x03\xff\xff\x01z")
-            b.shutdown(socket.SHUT_WR)
-            await trio.to_thread.run_sync(b.recv, 1)
-        b.close()
+        driver = Driver(Settings(trusted_uids=trusted_uids), pool, Counters(), b"")
+        conn = Connection(driver, None, uid, True)
+        conn.receive(b"\x03\x01\x00\x04abcd" + b"\x03\xff\xff\x01z", now=0.0)
+        assert not conn.out  # writes have no reply
         return pool.adds
 
-    untrusted = await one_write(1234, [])
+    untrusted = one_write(1234, [])
     assert [a[2] for a in untrusted] == [0, 0]
     assert [a[1] for a in untrusted] == [b"abcd", b"z"]  # mixed all the same
-    assert [a[2] for a in await one_write(1234, [1234])] == [32, 8]  # claims clamped to 8 x length
-    assert [a[2] for a in await one_write(0, [])] == [32, 8]
+    assert [a[0] for a in untrusted] == ["egd-write-untrusted"] * 2
+    assert [a[2] for a in one_write(1234, [1234])] == [32, 8]  # claims clamped to 8 x length
+    assert [a[2] for a in one_write(0, [])] == [32, 8]
 
 
 def test_blocking_read_waits_for_seeding_without_holding_others(start_daemon):

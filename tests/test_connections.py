@@ -1,0 +1,460 @@
+"""The connection layer: its state machine without sockets, then the hostile clients against a real daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+
+import pytest
+
+from conftest import connect, egd_read, free_tcp_port, recv_exact
+from prngd import admin, config
+from prngd.config import Settings
+from prngd.connections import EPOLLIN, EPOLLOUT, INF, OUTPUT_LIMIT, Connection, Counters, Driver
+
+QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
+
+
+class CountingPool:
+    """Output is a running byte counter, so every reply says which bytes it got and in what order."""
+
+    generator_name = "test"
+
+    def __init__(self, seeded: bool = True) -> None:
+        self.seeded = seeded
+        self.entropy_bits = 300
+        self.served = 0
+        self.adds: list[tuple[str, bytes, float]] = []
+
+    def read(self, n: int) -> bytes:
+        assert self.seeded, "read from an unseeded pool"
+        out = bytes((self.served + i) & 0xFF for i in range(n))
+        self.served += n
+        return out
+
+    def add(self, source, data, bits=0):
+        self.adds.append((source, data, bits))
+
+
+def make_conn(pool=None, **settings) -> Connection:
+    driver = Driver(Settings(**settings), pool or CountingPool(), Counters(), b"\x0c" + b"%12d" % 4242)
+    return Connection(driver, None, 1000, True)
+
+
+def drain(conn: Connection) -> bytes:
+    """What a client reading everything would get."""
+    got = bytearray()
+    while conn.out:
+        data = conn.pending_output()
+        conn.sent(data, len(data))
+        got += data
+        conn.answer()
+    return bytes(got)
+
+
+STREAM = (b"\x02\xff" + b"\x01\x20" + b"\x00" + b"\x03\x00\x10\x03abc" + b"\x04" + b"\x02\x00" + b"\x01\x00"
+          + b"\x03\x00\x00\x00" + b"\x02\x07")
+REPLY_SIZE = 255 + 33 + 4 + 13 + 1 + 7
+
+
+def test_pipelined_requests_are_answered_in_order_in_one_batch():
+    conn = make_conn()
+    conn.receive(STREAM, now=0.0)
+    assert [len(r) for r in conn.out] == [255, 33, 4, 13, 1, 7]
+    reply = conn.pending_output()
+    assert reply[:255] == bytes(i & 0xFF for i in range(255))
+    assert reply[255] == 0x20 and reply[256:288] == bytes((255 + i) & 0xFF for i in range(32))
+    assert reply[288:292] == (300).to_bytes(4, "big")
+    assert reply[292:305] == b"\x0c" + b"%12d" % 4242
+    assert reply[305] == 0  # 01 00: a count of zero, as asked
+    assert conn.driver.pool.adds == [("egd-write-untrusted", b"abc", 0)]  # 03 with L = 0 adds nothing
+    assert conn.driver.counters.requests == [1, 2, 3, 2, 1]
+    assert conn.interest() == EPOLLIN | EPOLLOUT and conn.deadline == INF
+
+
+def test_a_stream_split_at_every_byte_gets_the_same_replies():
+    whole = make_conn()
+    whole.receive(STREAM, now=0.0)
+    expected = drain(whole)
+    for cut in range(1, len(STREAM)):
+        conn = make_conn()
+        conn.receive(STREAM[:cut], now=0.0)
+        conn.receive(STREAM[cut:], now=0.0)
+        assert drain(conn) == expected, cut
+    conn = make_conn()
+    for i in range(len(STREAM)):
+        conn.receive(STREAM[i:i + 1], now=float(i))
+    assert drain(conn) == expected
+    assert len(expected) == REPLY_SIZE and conn.decoder.pending == 0
+
+
+def test_a_bad_byte_mid_stream_answers_what_came_before_then_closes():
+    conn = make_conn()
+    conn.receive(b"\x02\x04\x00\x09\x02\x05", now=0.0)
+    assert [len(r) for r in conn.out] == [4, 4]  # the two requests before the bad byte
+    assert conn.closing and conn.interest() == EPOLLOUT  # no more reading: send, then close
+    assert conn.driver.counters.protocol_errors == 1
+    assert conn.deadline == INF
+
+
+def test_a_slow_reader_fills_its_queue_to_the_bound_and_reading_stops():
+    conn = make_conn()
+    count = 1000
+    conn.receive(b"\x02\xff" * count, now=0.0)
+    assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255  # bounded, not 255 000 bytes
+    assert conn.backlog and conn.interest() == EPOLLOUT  # read interest dropped while requests wait
+    assert conn.deadline == INF  # we are the ones not reading: no clock against the client
+    first = conn.pending_output()
+    conn.sent(first, 1000)  # a partial send: the rest stays queued
+    assert conn.out_size == len(first) - 1000 and conn.interest() == EPOLLOUT
+    rest = conn.pending_output()
+    conn.answer()  # refilled from the waiting requests, up to the bound again
+    assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255 and conn.interest() == EPOLLOUT
+    got = first[:1000] + drain(conn)
+    assert len(got) == 255 * count
+    assert got == bytes(i & 0xFF for i in range(255 * count))  # in order, none lost or repeated
+    assert rest == got[1000:len(first)]
+    assert not conn.backlog and conn.interest() == EPOLLIN  # all answered: reading again
+
+
+def test_the_request_deadline_runs_from_the_first_byte_whatever_the_pace():
+    conn = make_conn(request_timeout=3.0)
+    conn.receive(b"\x03\x00\x08\xff", now=100.0)
+    assert conn.deadline == 103.0
+    for t in range(1, 3):
+        conn.receive(b"x", now=100.0 + t)  # a byte a second does not move it
+        assert conn.deadline == 103.0
+    assert conn.expired(102.9) is None
+    assert conn.expired(103.0) == "request incomplete after 3s"
+
+
+def test_a_completed_request_stops_the_clock_and_the_next_one_starts_its_own():
+    conn = make_conn(request_timeout=3.0)
+    conn.receive(b"\x03\x00\x08\x02a", now=10.0)
+    assert conn.deadline == 13.0
+    conn.receive(b"b\x02", now=12.0)  # completes the write; a new request starts now
+    assert conn.deadline == 15.0
+    conn.receive(b"\x10", now=14.0)
+    assert conn.deadline == INF and conn.expired(1e9) is None  # idle: kept forever (idle_timeout 0)
+    assert len(drain(conn)) == 16
+
+
+def test_idle_timeout_closes_an_idle_connection():
+    conn = make_conn(idle_timeout=5.0)
+    conn.receive(b"\x00", now=1.0)
+    assert conn.deadline == 6.0 and conn.expired(6.0) == "idle"
+    conn.receive(b"\x00", now=4.0)  # activity moves it
+    assert conn.deadline == 9.0
+
+
+def test_a_blocking_read_before_seeding_parks_only_its_connection():
+    pool = CountingPool(seeded=False)
+    conn = make_conn(pool)
+    other = Connection(conn.driver, None, 1001, True)
+    conn.receive(b"\x00\x02\x10\x01\x05\x04", now=0.0)
+    assert [len(r) for r in conn.out] == [4]  # the 00 before the 02 is answered at once
+    assert conn.held is not None and conn.driver.parked == [conn]
+    assert not conn.interest() & EPOLLIN  # parked: nothing more is read from it
+    other.receive(b"\x01\x20\x00", now=0.0)  # meanwhile another client is served
+    assert [bytes(r) for r in other.out] == [b"\x00", (300).to_bytes(4, "big")]
+    pool.seeded = True
+    conn.resume()
+    replies = [bytes(r) for r in conn.out]
+    assert [len(r) for r in replies] == [4, 16, 6, 13]  # then the rest, in order
+    assert replies[1] == bytes(range(16)) and replies[2] == b"\x05" + bytes(range(16, 21))
+    assert conn.held is None and conn.interest() & EPOLLIN
+
+
+def test_the_share_defaults_to_a_quarter_of_max_connections():
+    assert Driver(Settings(max_connections=64), CountingPool(), Counters(), b"").share == 16
+    assert Driver(Settings(max_connections=2), CountingPool(), Counters(), b"").share == 1
+    assert Driver(Settings(max_connections=64, max_connections_per_uid=5), CountingPool(), Counters(), b"").share == 5
+
+
+def test_a_negative_share_is_refused_in_one_line(tmp_path):
+    cfg = tmp_path / "bad.conf"
+    cfg.write_text("[prngd]\nmax_connections_per_uid = -1\n")
+    with pytest.raises(config.ConfigError, match="max_connections_per_uid"):
+        config.load(str(cfg))
+
+
+# ---------------------------------------------------------------- a real daemon
+
+def test_a_trickler_is_closed_at_the_deadline_while_an_idle_connection_survives(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nrequest_timeout = 3\n")
+    idle = connect(d.socket)
+    idle.sendall(b"\x02\x01")
+    recv_exact(idle, 1)
+    trickler = connect(d.socket, timeout=15)
+    trickler.sendall(b"\x03\x00\x08\xff")  # a write of 255 bytes, then one byte a second
+    started = time.monotonic()
+    closed_after = None
+    sent = 0
+    while sent < 20:
+        try:
+            # recv with a 1 s timeout is the trickler's pace: a byte whenever it times out.
+            trickler.settimeout(1.0)
+            if trickler.recv(1) == b"":
+                closed_after = time.monotonic() - started
+                break
+        except socket.timeout:
+            try:
+                trickler.sendall(b"x")
+                sent += 1
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = time.monotonic() - started
+                break
+        except ConnectionResetError:
+            closed_after = time.monotonic() - started
+            break
+    trickler.close()
+    assert closed_after is not None, "the trickler kept its connection"
+    assert 2.5 < closed_after < 4.5, closed_after  # at the 3 s deadline, not reset by its bytes
+    assert sent <= 4
+    d.wait_for_line("request incomplete after 3s")
+    idle.sendall(b"\x02\x20")  # idle for longer than request_timeout: still served
+    assert len(recv_exact(idle, 32)) == 32
+    idle.close()
+
+
+def _hold_as_nobody(path: str, count: int, ready_w: int, done_r: int) -> None:
+    """Child: become uid 65534, open `count` connections, report how many were served, hold them."""
+    code = 1
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        socks, served = [], 0
+        for _ in range(count):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            socks.append(s)
+        for s in socks:
+            try:
+                s.sendall(b"\x02\x01")
+                served += len(s.recv(1)) == 1
+            except OSError:
+                pass  # refused: closed at once
+        os.write(ready_w, b"%d\n" % served)
+        os.read(done_r, 1)  # hold them until the parent has checked
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def test_one_uid_cannot_take_every_slot(start_daemon):
+    """uid 65534 opens 200 connections with max_connections 64: it gets its 16, root is served."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as a second uid")
+    top = tempfile.mkdtemp(prefix="prngd-share-")
+    os.chmod(top, 0o755)
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 64\n", socket=os.path.join(top, "egd.sock"))
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(done_w)
+        _hold_as_nobody(d.socket, 200, ready_w, done_r)
+    os.close(ready_w)
+    os.close(done_r)
+    root_socks = []
+    try:
+        with os.fdopen(ready_r) as f:
+            served = int(f.readline())
+        assert served == 16  # a quarter of 64
+        assert len(egd_read(d.socket, 64)) == 64  # root is served while nobody holds its share
+        line = d.wait_for_line("refusing connection from uid 65534")
+        assert "it holds 16 of its 16" in line
+        status = admin.get_status(config.admin_socket_for(d.socket))
+        conns = status["connections"]
+        assert conns["rejected_by_reason"] == {"global_cap": 0, "per_uid": 184}
+        assert conns["rejected"] == 184 and conns["max_per_uid"] == 16
+        # Rate-limited: a few lines for 184 refusals.
+        assert sum("refusing connection" in x for x in d.lines) <= 3
+
+        # Root is not held to the share, only to max_connections: 48 more fill it.
+        for _ in range(48):
+            s = connect(d.socket)
+            s.sendall(b"\x02\x01")
+            recv_exact(s, 1)
+            root_socks.append(s)
+        with connect(d.socket) as over:
+            assert over.recv(1) == b""  # closed at once
+        status = admin.get_status(config.admin_socket_for(d.socket))
+        assert status["connections"]["rejected_by_reason"] == {"global_cap": 1, "per_uid": 184}
+        code, _, body = admin.parse_response(admin.request(config.admin_socket_for(d.socket), "/metrics"))
+        assert code == 200
+        text = body.decode()
+        assert 'prngd_connections_rejected_total{reason="global_cap"} 1' in text
+        assert 'prngd_connections_rejected_total{reason="per_uid"} 184' in text
+    finally:
+        for s in root_socks:
+            s.close()
+        os.write(done_w, b"x")
+        os.close(done_w)
+        _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0
+
+
+def test_the_refusal_summary_counts_what_was_not_logged(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 1\n")
+    with connect(d.socket) as held:
+        held.sendall(b"\x02\x01")
+        recv_exact(held, 1)
+        for _ in range(10):
+            with connect(d.socket) as over:
+                assert over.recv(1) == b""
+    lines = [x for x in d.lines if "refusing connection from uid 0: all 1 connections in use" in x]
+    assert len(lines) == 3  # the burst; the other 7 are summed up in the next window
+
+
+def test_sigterm_lets_the_queued_replies_leave_whole(start_daemon):
+    d = start_daemon(config=QUIET)
+    slow = connect(d.socket, timeout=20)
+    slow.sendall(b"\x02\xff" * 2000)  # ~500 KB of replies: far more than the socket buffers hold
+    got = len(recv_exact(slow, 1000))
+    d.signal(15)
+    d.wait_for_line("received SIGTERM")
+    while True:  # the client reads only now; the daemon waits (up to 2 s) for it
+        try:
+            chunk = slow.recv(65536)
+        except ConnectionResetError:  # our unread requests were discarded with the socket
+            break
+        if not chunk:
+            break
+        got += len(chunk)
+    slow.close()
+    assert got > OUTPUT_LIMIT  # the queue was sent, not dropped
+    assert got % 255 == 0  # and no reply was cut
+    assert got < 255 * 2000  # no request was read after SIGTERM
+    assert d.proc.wait(20) == 0
+
+
+def test_tcp_peers_count_as_one_user_per_source_address(start_daemon):
+    port = free_tcp_port()
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 8\n", extra_sockets=[f"127.0.0.1:{port}"])
+    held = []
+    try:
+        for _ in range(2):  # a quarter of 8
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"\x02\x01")
+            recv_exact(s, 1)
+            held.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as over:
+            over.sendall(b"\x02\x01")
+            try:
+                assert over.recv(1) == b""  # closed at once
+            except ConnectionResetError:
+                pass
+        line = d.wait_for_line("refusing connection from 127.0.0.1")
+        assert "it holds 2 of its 2" in line
+        # Another source address is another user.
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as other:
+            other.sendall(b"\x02\x08")
+            assert len(recv_exact(other, 8)) == 8
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_refusals_beyond_the_burst_are_summed_up_in_the_next_window(monkeypatch, caplog):
+    from prngd import connections
+
+    clock = [1000.0]
+    monkeypatch.setattr(connections.time, "monotonic", lambda: clock[0])
+    limited = connections.RateLimitedLog(logging.getLogger("prngd.test"), burst=3,
+                                         summary="%d more connections refused")
+    with caplog.at_level(logging.WARNING, logger="prngd.test"):
+        for i in range(10):
+            limited.warning("refusing connection from uid %d", i)
+        clock[0] += 10.0
+        limited.warning("refusing connection from uid %d", 99)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing connection from uid 0", "refusing connection from uid 1", "refusing connection from uid 2",
+        "7 more connections refused", "refusing connection from uid 99"]
+
+
+async def test_the_driver_wakes_parked_connections_and_closes_everything_when_cancelled(tmp_path):
+    """The driver task in this process: a parked 02 goes on at wake(); cancelling it closes every connection."""
+    import trio
+
+    from prngd.server import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    pool = CountingPool(seeded=False)
+    driver = Driver(Settings(), pool, Counters(), b"\x0c" + b"%12d" % 4242)
+
+    async def client():
+        s = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await s.connect(path)
+        return s
+
+    async def recv_exactly(s, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = await s.recv(n - len(buf))
+            assert chunk, f"closed after {len(buf)} of {n} bytes"
+            buf += chunk
+        return buf
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            parked = await client()
+            await parked.send(b"\x00\x02\x10\x04")
+            assert await recv_exactly(parked, 4) == (300).to_bytes(4, "big")
+            other = await client()
+            await other.send(b"\x01\x05")
+            assert await recv_exactly(other, 1) == b"\x00"  # unseeded: PRNGD's answer, at once
+            pool.seeded = True
+            driver.wake()  # what the pool's on_seeded callback does
+            assert await recv_exactly(parked, 16 + 13) == bytes(range(16)) + b"\x0c" + b"%12d" % 4242
+            assert driver.counters.current == 2
+            nursery.cancel_scope.cancel()
+    for s in (parked, other):
+        assert await s.recv(1) == b""  # closed by the driver as it unwound
+        s.close()
+    assert driver.counters.current == 0 and not driver.conns
+    listener.sock.close()
+
+
+def test_deadlines_of_closed_connections_do_not_pile_up():
+    """idle_timeout with many short connections: the heap stays proportional to the open ones."""
+    driver = Driver(Settings(idle_timeout=60.0), CountingPool(), Counters(), b"")
+    kept = []
+    for i in range(2000):
+        a, b = socket.socketpair()
+        b.close()
+        conn = Connection(driver, a, 1000, True)
+        driver.conns[conn.fd] = conn
+        driver.held_by[1000] = driver.held_by.get(1000, 0) + 1
+        driver.counters.current += 1
+        conn.receive(b"\x00", now=float(i))
+        driver.schedule(conn)
+        if i % 100 == 0:
+            kept.append(conn)  # a few stay open
+        else:
+            driver.close(conn)
+    assert len(driver.heap) <= 2 * len(kept) + 65
+    assert sorted(at for at, _, c in driver.heap if not c.closed) == [60.0 + 100 * k for k in range(len(kept))]
+    driver._expire(60.0 + 1000)  # those opened at 0, 100, ..., 1000 have been idle 60 s by then
+    assert [c.closed for c in kept] == [True] * 11 + [False] * 9
+    for conn in kept:
+        driver.close(conn)
+
+
+def test_idle_timeout_closes_an_idle_connection_silently(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nidle_timeout = 0.5\n")
+    with connect(d.socket) as s:
+        s.sendall(b"\x02\x01")
+        recv_exact(s, 1)
+        started = time.monotonic()
+        assert s.recv(1) == b""  # closed by the daemon once idle for 0.5 s
+        assert 0.4 < time.monotonic() - started < 5
+    assert len(egd_read(d.socket, 8)) == 8
+    assert "closing connection" not in d.log()  # an idle close is not an error
