@@ -28,9 +28,10 @@ import trio.testing
 from conftest import gone
 from prngd import health, sources
 from prngd.config import Command, FileSource as FileSpec, Settings
+from prngd.gather import Sample, Source, SourceError, gather
 from prngd.health import HealthTestFailure
-from prngd.sources import (CommandSource, FileSource, JitterSource, KernelSource, Sample, Source, SourceError,
-                           SystemSource, build_sources, gather, kernel_ready, seed_from_kernel)
+from prngd.sources import (CommandSource, FileSource, JitterSource, KernelSource, SystemSource, build_sources,
+                           kernel_ready, seed_from_kernel)
 
 
 # ---------------------------------------------------------------- helpers
@@ -62,7 +63,7 @@ class FakeSource(Source):
 
 
 class LogWatcher(logging.Handler):
-    """Collects prngd.sources records; a trio task can await one matching a predicate."""
+    """Collects the sources' and the gatherer's records; a trio task can await one matching a predicate."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -97,7 +98,7 @@ class LogWatcher(logging.Handler):
 
 @pytest.fixture
 def watcher():
-    logger = logging.getLogger("prngd.sources")
+    logger = logging.getLogger("prngd")  # prngd.sources and prngd.gather
     w = LogWatcher()
     old = logger.level
     logger.setLevel(logging.DEBUG)
