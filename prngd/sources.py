@@ -1,4 +1,4 @@
-"""What feeds the pool: entropy sources, their estimates, their health tests, and the gatherer.
+"""What feeds the pool: the five entropy sources and the estimate each credits.
 
 A source collects one sample at a time (a blocking call, run in a worker
 thread) and says how many bits of it it is willing to vouch for.  Every
@@ -13,27 +13,15 @@ while over-crediting is the one mistake a PRNG daemon must not make.
     command  stdout of an external command (PRNGD)      its configured bits per byte, at most 16 bits
     file     a file or device, up to max_bytes          its configured bits per byte, at most 8 per byte
 
-Health tests (SP 800-90B section 4.4, the repetition count test and the
-adaptive proportion test) guard the jitter source and any file claimed to
-carry at least 1 bit per byte (a hardware RNG device).  A source whose health
-test fails is disabled at once; a source that keeps raising is disabled after
-MAX_CONSECUTIVE_FAILURES attempts.  Either is logged once, at WARNING, and
-shows in `stats()`.
-
-`gather()` runs every source as a trio task: once at start (the kernel's
-start sample is `seed_from_kernel()`, taken before serving), then every
-`interval` seconds (a quarter of that while the pool is below
-`low_water_bits`), each collect in a worker thread under a timeout, failures
-backed off exponentially.  External commands take turns, one per
-`command_interval`, as PRNGD runs them.
+Health tests (prngd.health) guard the jitter source and any file claimed to
+carry at least 1 bit per byte (a hardware RNG device).  `build_sources()`
+makes the sources a configuration asks for; `gather()` (prngd.gather) runs
+them.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import logging
-import math
 import os
 import selectors
 import shutil
@@ -42,23 +30,18 @@ import struct
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from fractions import Fraction
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import psutil
-import trio
 
 from prngd import privileges
+# gather is imported for server.py, which runs the sources as sources.gather().
+from prngd.gather import Sample, Source, SourceError, gather  # noqa: F401
+from prngd.health import HealthTestFailure, HealthTests, mcv_min_entropy
 
 log = logging.getLogger("prngd.sources")
 
-# A source that raised this many times in a row is given up on (until SIGHUP).
-MAX_CONSECUTIVE_FAILURES = 5
-# Exponential backoff after a failure: interval * 2**failures, at most this long.
-MAX_BACKOFF = 3600.0
-# How long a collect may take before gather abandons it (commands: their own timeout + this).
-COLLECT_TIMEOUT = 10.0
+# A command may run for its own timeout plus this before gather abandons it.
 COMMAND_GRACE = 5.0
 
 # Per-sample caps, in bits.  See each source for the reasoning.
@@ -68,202 +51,6 @@ JITTER_CAP_BITS = 32.0
 COMMAND_CAP_BITS = 16.0
 
 _MASK64 = (1 << 64) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One collected sample and the entropy its source credits it with (already capped)."""
-
-    data: bytes
-    bits: float
-
-
-class SourceError(Exception):
-    """A sample could not be collected; gather backs off and retries."""
-
-
-class HealthTestFailure(SourceError):
-    """A health test tripped: the source is no longer trusted and is disabled at once."""
-
-
-# ---------------------------------------------------------------- SP 800-90B health tests
-#
-# Both tests look for a noise source that has become stuck or strongly biased
-# relative to the entropy H (bits per sample) it is assessed at, with a false
-# alarm probability alpha per sample.  The cut-offs are those of SP 800-90B
-# section 4.4.1 and 4.4.2.
-
-
-def rct_cutoff(h: float, alpha: float) -> int:
-    """Repetition count test: C identical samples in a row trip it.  C = 1 + ceil(-log2(alpha) / H)."""
-    if not h > 0:
-        raise ValueError("entropy per sample must be positive")
-    # Exact rational division: a float quotient a hair off an integer would move C by one.
-    return 1 + math.ceil(Fraction(-math.log2(alpha)) / Fraction(h))
-
-
-def apt_cutoff(h: float, alpha: float, window: int = 512) -> int:
-    """Adaptive proportion test: C copies of a window's first sample within the window trip it.
-
-    C = 1 + CRITBINOM(W, 2^-H, 1 - alpha): the smallest C with P(X >= C) <= alpha
-    for X ~ Binomial(W, 2^-H).  The tail is summed from the top in log space
-    (lgamma), so it neither overflows nor needs scipy.  W + 1 means the test
-    can never trip (the claimed H is too small for this window).
-    """
-    if not h > 0:
-        raise ValueError("entropy per sample must be positive")
-    p = 2.0 ** -h
-    log_p, log_q = math.log(p), math.log1p(-p)
-    log_wfact = math.lgamma(window + 1)
-    tail = 0.0  # P(X >= k + 1) before adding pmf(k)
-    for k in range(window, -1, -1):
-        tail += math.exp(log_wfact - math.lgamma(k + 1) - math.lgamma(window - k + 1)
-                         + k * log_p + (window - k) * log_q)
-        if tail > alpha:
-            return k + 1
-    return 0
-
-
-class RepetitionCountTest:
-    """SP 800-90B 4.4.1: fail when one value repeats `cutoff` times in a row."""
-
-    def __init__(self, cutoff: int):
-        self.cutoff = cutoff
-        self.failed = False
-        self._last: object = None
-        self._count = 0
-
-    def feed(self, x) -> None:
-        if self._count and x == self._last:
-            self._count += 1
-            if self._count >= self.cutoff:
-                self.failed = True
-                raise HealthTestFailure(f"repetition count test: {self._count} identical samples in a row "
-                                        f"(cut-off {self.cutoff})")
-        else:
-            self._last, self._count = x, 1
-
-
-class AdaptiveProportionTest:
-    """SP 800-90B 4.4.2: fail when a window's first value occurs `cutoff` times among its `window` samples."""
-
-    def __init__(self, cutoff: int, window: int = 512):
-        self.cutoff = cutoff
-        self.window = window
-        self.failed = False
-        self._first: object = None
-        self._count = 0
-        self._seen = 0  # samples of the current window so far (0: the next sample opens one)
-
-    def feed(self, x) -> None:
-        if self._seen == 0:
-            self._first, self._count, self._seen = x, 1, 1
-            return
-        self._seen += 1
-        if x == self._first:
-            self._count += 1
-            if self._count >= self.cutoff:
-                self.failed = True
-                raise HealthTestFailure(f"adaptive proportion test: {self._count} of {self._seen} samples "
-                                        f"equal (cut-off {self.cutoff} in {self.window})")
-        if self._seen >= self.window:
-            self._seen = 0
-
-
-class HealthTests:
-    """Both continuous tests for a source assessed at `h` bits per sample, alpha = 2^-alpha_exp."""
-
-    def __init__(self, h: float, alpha_exp: int = 20, window: int = 512):
-        alpha = 2.0 ** -alpha_exp
-        self.h = h
-        self.alpha_exp = alpha_exp
-        self.rct = RepetitionCountTest(rct_cutoff(h, alpha))
-        self.apt = AdaptiveProportionTest(apt_cutoff(h, alpha, window), window)
-
-    @property
-    def failed(self) -> bool:
-        return self.rct.failed or self.apt.failed
-
-    def feed(self, samples: Iterable) -> None:
-        """Run every sample through both tests; raises HealthTestFailure at the first trip."""
-        if self.failed:
-            raise HealthTestFailure("health tests failed earlier")
-        rct, apt = self.rct.feed, self.apt.feed
-        for x in samples:
-            rct(x)
-            apt(x)
-
-    def stats(self) -> dict:
-        return {"h": round(self.h, 4), "rct_cutoff": self.rct.cutoff, "apt_cutoff": self.apt.cutoff,
-                "apt_window": self.apt.window, "alpha_exp": self.alpha_exp}
-
-
-def mcv_min_entropy(samples: Sequence) -> float:
-    """SP 800-90B 6.3.1 most-common-value estimate, bits per sample (99% upper bound on p_max)."""
-    n = len(samples)
-    if n < 2:
-        return 0.0
-    p_hat = max(collections.Counter(samples).values()) / n
-    p_u = min(1.0, p_hat + 2.576 * math.sqrt(p_hat * (1.0 - p_hat) / (n - 1)))
-    return max(0.0, -math.log2(p_u))
-
-
-# ---------------------------------------------------------------- sources
-
-
-class Source:
-    """One way to collect entropy.  Subclasses implement `collect()`; gather keeps the books."""
-
-    kind = "source"
-    sample_at_start = True  # gather samples it as soon as it starts
-
-    def __init__(self, name: str, interval: float, cap_bits: float, timeout: float = COLLECT_TIMEOUT):
-        self.name = name
-        self.interval = float(interval)
-        self.cap_bits = float(cap_bits)
-        self.timeout = float(timeout)
-        self.disabled = False
-        self.healthy = True
-        self.disabled_reason: str | None = None
-        self.samples = 0
-        self.credited_bits = 0.0
-        self.failures = 0
-        self.consecutive_failures = 0
-        self.last_error: str | None = None
-        self._last_digest: bytes | None = None
-
-    def collect(self) -> Sample:
-        """Collect one sample (blocking; runs in a worker thread; may raise)."""
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        """Stop a collect that gather has given up on (a no-op unless the source runs a process)."""
-
-    def _changed(self, payload: bytes) -> bool:
-        """Whether `payload` differs from the previous one: a repeat is mixed in but never credited."""
-        digest = hashlib.blake2b(payload, digest_size=16).digest()
-        changed = digest != self._last_digest
-        self._last_digest = digest
-        return changed
-
-    def stats(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "enabled": not self.disabled,
-            "healthy": self.healthy,
-            "samples": self.samples,
-            "credited_bits": round(self.credited_bits, 3),
-            "failures": self.failures,
-            "consecutive_failures": self.consecutive_failures,
-            "last_error": self.last_error,
-            "disabled_reason": self.disabled_reason,
-            "interval": self.interval,
-            "cap_bits": self.cap_bits,
-        }
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
 
 
 def kernel_ready() -> bool:
@@ -783,131 +570,3 @@ def build_sources(settings) -> list[Source]:
         if n > 1:
             s.name = f"{s.name}#{n}"
     return sources
-
-
-# ---------------------------------------------------------------- gathering
-
-
-def _backoff(source: Source) -> float:
-    return min(source.interval * 2.0 ** source.consecutive_failures, max(source.interval, MAX_BACKOFF))
-
-
-def _disable(source: Source, reason: str, healthy: bool = True) -> None:
-    if source.disabled:
-        return
-    source.disabled = True
-    source.disabled_reason = reason
-    if not healthy:
-        source.healthy = False
-    log.warning("source %s disabled: %s", source.name, reason)
-
-
-def _failed(source: Source, error: str) -> None:
-    source.failures += 1
-    source.consecutive_failures += 1
-    source.last_error = error
-    if source.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-        _disable(source, f"{source.consecutive_failures} failures in a row, the last: {error}")
-    else:
-        log.debug("source %s failed (%s); next try in %.0f s", source.name, error, _backoff(source))
-
-
-async def _collect_once(pool, source: Source, limiter: trio.CapacityLimiter) -> bool:
-    """Collect one sample in a worker thread and add it to the pool; False if it failed."""
-    sample = None
-    try:
-        with trio.move_on_after(source.timeout):
-            sample = await trio.to_thread.run_sync(source.collect, abandon_on_cancel=True, limiter=limiter)
-    except HealthTestFailure as exc:
-        source.last_error = f"health test: {exc}"
-        _disable(source, f"health test failed: {exc}", healthy=False)
-        return False
-    except Exception as exc:
-        _failed(source, f"{type(exc).__name__}: {exc}" if not isinstance(exc, SourceError) else str(exc))
-        return False
-    finally:
-        if sample is None:  # timed out, failed or cancelled: make sure no command outlives it
-            source.abort()
-    if sample is None:
-        _failed(source, f"no sample within {source.timeout:g} s")
-        return False
-    bits = max(0.0, min(float(sample.bits), source.cap_bits, 8.0 * len(sample.data)))
-    pool.add(source.name, sample.data, bits)
-    source.samples += 1
-    source.credited_bits += bits
-    source.consecutive_failures = 0
-    log.debug("%s: %d bytes, %.2f bits credited", source.name, len(sample.data), bits)
-    return True
-
-
-def _low(pool, low_water: int) -> bool:
-    return pool.entropy_bits < low_water
-
-
-async def _wait(pool, delay: float, low_water: int, hurry: bool) -> None:
-    """Sleep `delay` seconds; if `hurry`, stop at a quarter boundary while the pool is below low water."""
-    start = trio.current_time()
-    if not hurry:
-        await trio.sleep_until(start + delay)
-        return
-    for quarter in (1, 2, 3):
-        await trio.sleep_until(start + delay * quarter / 4)
-        if _low(pool, low_water):
-            return
-    await trio.sleep_until(start + delay)
-
-
-async def _run_source(pool, source: Source, low_water: int) -> None:
-    limiter = trio.CapacityLimiter(1)  # one collect at a time; an abandoned one keeps its token
-    if not source.sample_at_start:
-        await _wait(pool, source.interval, low_water, hurry=True)
-    while not source.disabled:
-        ok = await _collect_once(pool, source, limiter)
-        if source.disabled:
-            return
-        await _wait(pool, source.interval if ok else _backoff(source), low_water, hurry=ok)
-
-
-async def _run_commands(pool, commands: list[Source], interval: float, low_water: int) -> None:
-    """PRNGD's way with commands: one at a time, in turn, one every `interval` seconds."""
-    limiters = {id(c): trio.CapacityLimiter(1) for c in commands}
-    retry_at = {id(c): 0.0 for c in commands}
-
-    async def run(cmd: Source) -> None:
-        if not await _collect_once(pool, cmd, limiters[id(cmd)]):
-            retry_at[id(cmd)] = trio.current_time() + _backoff(cmd)
-
-    for cmd in commands:  # each once at start, still one at a time
-        await run(cmd)
-    turn = 0
-    while True:
-        await _wait(pool, interval, low_water, hurry=True)
-        live = [c for c in commands if not c.disabled]
-        if not live:
-            return
-        now = trio.current_time()
-        for _ in range(len(commands)):
-            cmd = commands[turn % len(commands)]
-            turn += 1
-            if not cmd.disabled and retry_at[id(cmd)] <= now:
-                await run(cmd)
-                break
-
-
-async def gather(pool, sources: Sequence[Source], settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Feed `pool` from `sources` until cancelled.  Nothing here blocks the trio thread.
-
-    Every source is sampled once at start (the kernel's start sample is
-    seed_from_kernel's) and then on its interval; commands take turns.  Exceptions from sources are logged and counted, never raised.
-    """
-    low_water = settings.low_water_bits
-    commands = [s for s in sources if s.kind == "command"]
-    others = [s for s in sources if s.kind != "command"]
-    task_status.started()
-    async with trio.open_nursery() as nursery:
-        for source in others:
-            nursery.start_soon(_run_source, pool, source, low_water, name=f"gather:{source.name}")
-        if commands:
-            nursery.start_soon(_run_commands, pool, commands, settings.command_interval, low_water,
-                               name="gather:commands")
-    await trio.sleep_forever()  # every source is disabled; stay until cancelled, as the server expects

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import queue
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -206,3 +210,44 @@ def gone(procs: list, timeout: float = 5.0) -> bool:
         finally:
             os.close(fd)
     return True
+
+
+# ---------------------------------------------------------------- as another user
+
+NOBODY_UID = 65534  # uid and gid a forked child switches to
+
+
+@pytest.fixture
+def open_dir():
+    """A directory under /tmp anyone may traverse: pytest's tmp_path sits under a 0700 directory,
+    out of reach of uid 65534 (a forked child, prngd -u, the commands a root daemon runs)."""
+    path = tempfile.mkdtemp(prefix="prngd-open-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fork_as_nobody(run: Callable[[int], int]) -> tuple[int, int]:
+    """Fork a child that becomes uid and gid 65534 with no groups, then exits with `run(w)`.
+
+    `w` is the write end of a pipe whose read end the parent gets: returns
+    (pid, r).  A child that raises prints the traceback to its sys.stderr and
+    exits 99.  Needs root.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on, only os._exit
+        code = 99
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY_UID)
+            os.setuid(NOBODY_UID)
+            code = run(w)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(w)
+    return pid, r

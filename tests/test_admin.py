@@ -10,8 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import trio
@@ -20,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, egd_read, recv_exact
+from conftest import ROOT, egd_read, fork_as_nobody, recv_exact
 from prngd import admin, config
 
 SCHEMA = json.loads((ROOT / "docs" / "status.schema.json").read_text())
@@ -440,18 +438,6 @@ def test_curl_reads_the_admin_socket(start_daemon):
 
 # ---------------------------------------------------------------- who may connect
 
-NOBODY = 65534
-
-
-@pytest.fixture
-def open_dir():
-    """A directory anyone may traverse (pytest's tmp_path sits under a 0700 directory)."""
-    path = tempfile.mkdtemp(prefix="prngd-perm-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_admin_socket_is_private_and_egd_socket_is_public(start_daemon, open_dir):
     sock = str(open_dir / "egd.sock")
     start_daemon(socket=sock)
@@ -463,36 +449,27 @@ def test_admin_socket_is_private_and_egd_socket_is_public(start_daemon, open_dir
         pytest.skip("only root can try the sockets as another user (uid 65534); modes checked above")
 
     # A child that becomes nobody tries both sockets and reports through a pipe.
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery from here on, only os._exit
-        code = 99
+    def try_both(w: int) -> int:
+        result = {}
         try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            result = {}
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(10)
-                    s.connect(admin_path)
-                result["admin"] = "connected"
-            except OSError as e:
-                result["admin"] = e.errno
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(10)
-                    s.connect(sock)
-                    s.sendall(bytes((2, 32)))
-                    result["egd"] = len(recv_exact(s, 32))
-            except OSError as e:
-                result["egd"] = f"error {e}"
-            os.write(w, json.dumps(result).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(admin_path)
+            result["admin"] = "connected"
+        except OSError as e:
+            result["admin"] = e.errno
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(sock)
+                s.sendall(bytes((2, 32)))
+                result["egd"] = len(recv_exact(s, 32))
+        except OSError as e:
+            result["egd"] = f"error {e}"
+        os.write(w, json.dumps(result).encode())
+        return 0
+
+    pid, r = fork_as_nobody(try_both)
     with os.fdopen(r, "rb") as f:
         report = f.read()
     _, status = os.waitpid(pid, 0)

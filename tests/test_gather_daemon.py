@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,16 +25,6 @@ CREDIT = re.compile(r"DEBUG: (.+?): (\d+) bytes, ([0-9.]+) bits credited")
 def _stamp(line: str) -> float:
     """The time stamp the daemon's log format starts each line with."""
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-@pytest.fixture
-def open_dir():
-    """A directory the command can reach: as root, the daemon runs commands as nobody
-    (pytest's tmp_path sits under a 0700 directory)."""
-    path = tempfile.mkdtemp(prefix="prngd-cmd-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _hang_script(directory: Path) -> tuple[str, str]:

@@ -18,8 +18,8 @@ from math import comb
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from prngd.sources import (AdaptiveProportionTest, HealthTestFailure, HealthTests, RepetitionCountTest,
-                           apt_cutoff, mcv_min_entropy, rct_cutoff)
+from prngd.health import (AdaptiveProportionTest, HealthTestFailure, HealthTests, RepetitionCountTest,
+                          apt_cutoff, mcv_min_entropy, rct_cutoff)
 
 
 # ---------------------------------------------------------------- independent references

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,14 +31,6 @@ command_interval = 600
 [commands]
 ids = 0.01 /bin/sh -c "grep -E '^(Uid|Gid|Groups):' /proc/self/status > {out}; echo done"
 """
-
-
-@pytest.fixture
-def open_dir():
-    path = tempfile.mkdtemp(prefix="prngd-priv-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def status_fields(path: str) -> dict[str, list[str]]:

@@ -14,17 +14,14 @@ import shutil
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
 import pytest
 
-from conftest import egd_read
+from conftest import NOBODY_UID, egd_read, fork_as_nobody
 from prngd import config, privileges
 
-NOBODY_UID = 65534
 RUNTIME = f"/tmp/prngd-{NOBODY_UID}"
 QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\n"
 
@@ -37,28 +34,15 @@ class ForkedDaemon:
     def __init__(self, *args: str):
         from prngd import cli, server
 
+        def run(w: int) -> int:
+            os.dup2(w, 1)
+            os.dup2(w, 2)
+            sys.stdout = sys.stderr = os.fdopen(w, "w", buffering=1)
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+            return cli.main(["-f", "-n", *args])
+
         server._preload_modules()  # after setuid this Python's own files may be unreadable
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: no pytest machinery from here on, only os._exit
-            code = 99
-            try:
-                os.close(r)
-                os.dup2(w, 1)
-                os.dup2(w, 2)
-                sys.stdout = sys.stderr = os.fdopen(w, "w", buffering=1)
-                os.environ.pop("XDG_RUNTIME_DIR", None)
-                os.setgroups([])
-                os.setgid(NOBODY_UID)
-                os.setuid(NOBODY_UID)
-                code = cli.main(["-f", "-n", *args])
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-        os.close(w)
-        self.pid = pid
+        self.pid, r = fork_as_nobody(run)
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._pump, args=(os.fdopen(r, errors="replace"),), daemon=True)
@@ -107,16 +91,13 @@ def runtime_dir():
 
 
 @pytest.fixture
-def config_file():
-    """A configuration uid 65534 can read (pytest's tmp_path sits under a 0700 directory)."""
-    directory = tempfile.mkdtemp(prefix="prngd-conf-", dir="/tmp")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, "quiet.conf")
+def config_file(open_dir):
+    """A configuration uid 65534 can read."""
+    path = os.path.join(open_dir, "quiet.conf")
     with open(path, "w") as f:
         f.write(QUIET)
     os.chmod(path, 0o644)
-    yield path
-    shutil.rmtree(directory)
+    return path
 
 
 @needs_root

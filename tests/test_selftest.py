@@ -16,6 +16,22 @@ from conftest import ROOT
 from prngd import pool, selftest
 from test_pool import PINNED, FakeClock, FakeRandom
 
+
+def flipped_digest(module: str, cls: str) -> str:
+    """A patch making Crypto.Hash.`module`.`cls`.digest() flip bit 0 of its first byte."""
+    return f"""\
+        from Crypto.Hash import {module}
+        _digest = {module}.{cls}.digest
+
+        def digest(self):
+            d = bytearray(_digest(self))
+            d[0] ^= 1
+            return bytes(d)
+
+        {module}.{cls}.digest = digest
+        """
+
+
 # Each patch flips bit 0 of the first output byte of one primitive the pool uses.
 PATCHES = {
     "chacha20": ("""\
@@ -37,28 +53,9 @@ PATCHES = {
 
         ChaCha20.new = lambda **kw: Flipped(_new(**kw))
         """, "self-test failed: RFC 8439 ChaCha20 (section 2.4.2): wrong output"),
-    "hmac": ("""\
-        from Crypto.Hash import HMAC
-        _digest = HMAC.HMAC.digest
-
-        def digest(self):
-            d = bytearray(_digest(self))
-            d[0] ^= 1
-            return bytes(d)
-
-        HMAC.HMAC.digest = digest
-        """, "self-test failed: NIST CAVP HMAC_DRBG SHA-256: wrong output"),
-    "blake2b": ("""\
-        from Crypto.Hash import BLAKE2b
-        _digest = BLAKE2b.BLAKE2b_Hash.digest
-
-        def digest(self):
-            d = bytearray(_digest(self))
-            d[0] ^= 1
-            return bytes(d)
-
-        BLAKE2b.BLAKE2b_Hash.digest = digest
-        """, "self-test failed: pinned output of prngd's ChaCha20 construction: wrong output"),
+    "hmac": (flipped_digest("HMAC", "HMAC"), "self-test failed: NIST CAVP HMAC_DRBG SHA-256: wrong output"),
+    "blake2b": (flipped_digest("BLAKE2b", "BLAKE2b_Hash"),
+                "self-test failed: pinned output of prngd's ChaCha20 construction: wrong output"),
 }
 
 

@@ -26,11 +26,12 @@ import trio
 import trio.testing
 
 from conftest import gone
-from prngd import sources
+from prngd import health, sources
 from prngd.config import Command, FileSource as FileSpec, Settings
-from prngd.sources import (CommandSource, FileSource, HealthTestFailure, JitterSource, KernelSource, Sample,
-                           Source, SourceError, SystemSource, build_sources, gather, kernel_ready,
-                           seed_from_kernel)
+from prngd.gather import Sample, Source, SourceError, gather
+from prngd.health import HealthTestFailure
+from prngd.sources import (CommandSource, FileSource, JitterSource, KernelSource, SystemSource, build_sources,
+                           kernel_ready, seed_from_kernel)
 
 
 # ---------------------------------------------------------------- helpers
@@ -62,7 +63,7 @@ class FakeSource(Source):
 
 
 class LogWatcher(logging.Handler):
-    """Collects prngd.sources records; a trio task can await one matching a predicate."""
+    """Collects the sources' and the gatherer's records; a trio task can await one matching a predicate."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -97,7 +98,7 @@ class LogWatcher(logging.Handler):
 
 @pytest.fixture
 def watcher():
-    logger = logging.getLogger("prngd.sources")
+    logger = logging.getLogger("prngd")  # prngd.sources and prngd.gather
     w = LogWatcher()
     old = logger.level
     logger.setLevel(logging.DEBUG)
@@ -240,7 +241,7 @@ def test_jitter_on_this_machine():
     s = src.collect()
     assert src.h_assessed > JitterSource.MIN_H
     assert src.health.h == min(src.h_assessed, 1.0)
-    assert src.health.rct.cutoff == sources.rct_cutoff(src.health.h, 2.0 ** -20)
+    assert src.health.rct.cutoff == health.rct_cutoff(src.health.h, 2.0 ** -20)
     assert 0 < s.bits <= 32
     assert len(s.data) == 4 * (JitterSource.STARTUP + JitterSource.DELTAS)
     assert len(src.collect().data) == 4 * JitterSource.DELTAS
