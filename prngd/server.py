@@ -557,13 +557,13 @@ class Daemon:
 
     async def _gatherers(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Runs the sources; SIGHUP restarts it with the reloaded ones."""
-        from prngd import sources
+        from prngd.gather import gather
 
         task_status.started()
         while True:
             with trio.CancelScope() as scope:
                 self._gather_scope = scope
-                await sources.gather(self.pool, self.sources, self.settings)
+                await gather(self.pool, self.sources, self.settings)
                 await trio.sleep_forever()
 
     async def _save_seed(self, seedfile) -> bool:

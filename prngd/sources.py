@@ -35,8 +35,7 @@ from typing import Callable, Sequence
 import psutil
 
 from prngd import privileges
-# gather is imported for server.py, which runs the sources as sources.gather().
-from prngd.gather import Sample, Source, SourceError, gather  # noqa: F401
+from prngd.gather import Sample, Source, SourceError
 from prngd.health import HealthTestFailure, HealthTests, mcv_min_entropy
 
 log = logging.getLogger("prngd.sources")
