@@ -320,6 +320,7 @@ def render_status_text(status: dict) -> str:
     if isinstance(seed, dict):
         line = (f"seed file:   {seed.get('path')}, {'loaded' if seed.get('loaded') else 'not loaded'}, "
                 f"{seed.get('credited_bits', 0)} bits credited, {seed.get('saves', 0)} saves")
+        line += f"; {seed['note']}" if seed.get("note") else (f"; written on {seed['origin']}" if seed.get("origin") else "")
         if seed.get("last_save"):
             line += f", last {_duration(max(0.0, time.time() - seed['last_save']))} ago"
         if seed.get("failures"):

@@ -308,7 +308,10 @@ class Daemon:
         if path:
             from prngd import seedfile
 
-            self.seed_state = seedfile.load_and_replace(path, self.pool)
+            try:
+                self.seed_state = seedfile.load_and_replace(path, self.pool)
+            except seedfile.ForeignFile as e:
+                raise StartupError(str(e)) from None
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
