@@ -358,6 +358,7 @@ class Daemon:
 
             nursery.start_soon(admin.serve_admin, admin_sock, self.status)
         nursery.start_soon(self._low_entropy_monitor)
+        nursery.start_soon(self._clock_watch)
 
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
@@ -468,6 +469,16 @@ class Daemon:
                 if under_for >= checks:
                     log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
                 under_for = 0
+
+    async def _clock_watch(self, period: float = 5.0) -> None:
+        # A machine resumed from suspend, or a VM restored from a snapshot (maybe
+        # twice), holds the generator state of another moment.  The pool checks
+        # the clocks at each refill; this catches an idle daemon too.  One wakeup
+        # per period: idle CPU does not change.
+        while True:
+            await trio.sleep(period)
+            for reason in self.pool.check_clocks():
+                log.info("%s: pool reseeded with fresh kernel randomness", reason)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
