@@ -232,7 +232,7 @@ def _read_bounded(fd: int, limit: int) -> bytes:
 
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
     return "not a regular file"
@@ -315,18 +315,17 @@ def _read_old(path: str, fingerprint: bytes | None) -> _Old:
         return _Old(note="no seed file yet", level=logging.INFO)
     if not raw:
         return _Old(raw, note="the file was empty", level=logging.INFO)
-    if not raw.startswith(MAGIC):
-        if len(raw) >= len(MAGIC):  # a prefix of our magic is a damaged file of ours
-            return _Old(raw, note="a seed file of the original PRNGD: mixed once, not credited, "
-                                  "replaced in prngd's format", origin=ORIGIN_PRNGD, level=logging.INFO)
+    if len(raw) >= len(MAGIC) and not raw.startswith(MAGIC):  # what _identify let through: PRNGD's
+        return _Old(raw, note="a seed file of the original PRNGD: mixed once, not credited, "
+                              "replaced in prngd's format", origin=ORIGIN_PRNGD, level=logging.INFO)
     try:
         seed = parse(raw)
     except SeedFormatError as e:
         return _Old(raw, note=str(e), origin=ORIGIN_UNKNOWN)
-    problem = _trust_problem(st)
     if seed.version == 1:
         return _Old(raw, note="written by an older prngd, without a machine fingerprint: mixed once, not credited",
-                    origin=ORIGIN_OLD_PRNGD, level=logging.WARNING if problem else logging.INFO)
+                    origin=ORIGIN_OLD_PRNGD, level=logging.INFO)
+    problem = _trust_problem(st)
     if seed.fingerprint is None:
         origin = ORIGIN_UNBOUND
         note = "written where nothing identified the machine, so it may be a copy"
