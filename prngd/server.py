@@ -477,8 +477,15 @@ class Daemon:
         # per period: idle CPU does not change.
         while True:
             await trio.sleep(period)
-            for reason in self.pool.check_clocks():
+            events = self.pool.check_clocks()
+            for reason in events:
                 log.info("%s: pool reseeded with fresh kernel randomness", reason)
+            if events and self.seed_state is not None:
+                # Copies of a restored VM also share the seed file on its disk:
+                # each replaces it now with output of its own reseeded pool.
+                from prngd import seedfile
+
+                await self._save_seed(seedfile)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
