@@ -47,44 +47,48 @@ def clone_python(tmp_path):
     return str(wrapper)
 
 
-def start(tmp_path, seed, name, python=None) -> Daemon:
-    sock = str(tmp_path / f"{name}.sock")
-    args = ["-f", "-s", str(seed), sock]
-    if python is None:
-        d = Daemon(args, sock)
-    else:
+@pytest.fixture
+def start(tmp_path):
+    """start(seed, name, python=None): a daemon serving tmp_path/NAME.sock with seed file `seed`, ready."""
+    started: list[Daemon] = []
+
+    def factory(seed, name, python=None) -> Daemon:
+        sock = str(tmp_path / f"{name}.sock")
+        args = ["-f", "-s", str(seed), sock]
         real = sys.executable
-        sys.executable = python  # conftest.Daemon runs sys.executable; only for this constructor
+        if python is not None:
+            sys.executable = python  # conftest.Daemon runs sys.executable; only for this constructor
         try:
             d = Daemon(args, sock)
         finally:
             sys.executable = real
-    try:
+        started.append(d)
         return d.wait_ready()
-    except BaseException:
+
+    yield factory
+    for d in started:
         d.kill()
-        raise
 
 
 def seed_status(d: Daemon) -> dict:
     return admin.get_status(d.socket + ".admin")["seedfile"]
 
 
-def test_seed_is_credited_only_on_the_machine_that_wrote_it(tmp_path, clone_python):
+def test_seed_is_credited_only_on_the_machine_that_wrote_it(tmp_path, clone_python, start):
     seed = tmp_path / "state" / "seed"
 
     # The original machine: a first start writes a seed bound to it; a restart credits it.
-    first = start(tmp_path, seed, "host-1")
+    first = start(seed, "host-1")
     assert first.stop() == 0
     assert parse(seed.read_bytes()).fingerprint == HOST.fingerprint
-    host = start(tmp_path, seed, "host-2")
+    host = start(seed, "host-2")
     status = seed_status(host)
     assert status["credited_bits"] == 256 and status["note"] is None and status["origin"] == "this machine"
     assert host.stop() == 0
     image = seed.read_bytes()  # the disk as it is copied into a clone
 
     # The clone boots from that disk: the seed is mixed, not credited, replaced before the first byte.
-    clone = start(tmp_path, seed, "clone-1", clone_python)
+    clone = start(seed, "clone-1", clone_python)
     at_ready = seed.read_bytes()
     assert at_ready != image
     replaced = parse(at_ready)
@@ -99,13 +103,13 @@ def test_seed_is_credited_only_on_the_machine_that_wrote_it(tmp_path, clone_pyth
     assert clone.stop() == 0
 
     # The clone's next start credits its own seed.
-    clone2 = start(tmp_path, seed, "clone-2", clone_python)
+    clone2 = start(seed, "clone-2", clone_python)
     status = seed_status(clone2)
     assert status["credited_bits"] == 256 and status["note"] is None and status["origin"] == "this machine"
     assert clone2.stop() == 0
 
     # And the original, handed the clone's seed, does not credit it.
-    back = start(tmp_path, seed, "host-3")
+    back = start(seed, "host-3")
     status = seed_status(back)
     assert status["credited_bits"] == 0 and status["origin"] == "another machine"
     assert back.stop() == 0
