@@ -49,8 +49,9 @@
 #              while the kernel is not ready):
 #              chacha20:  K = KDF(K, "prngd pool refill", R), then the keystream;
 #              hmac-drbg: Generate(n, additional_input = R), once per buffer_size bytes.
-#   clocks:    a resume or a restore (below) reseeds at once from
-#              D || R || the three clock readings, label "prngd pool resume".
+#   clocks:    a resume or a restore (below) reseeds at once, as a reseed
+#              does, from D || R || i64le(monotonic, boottime - monotonic,
+#              realtime - monotonic), with label "prngd pool resume".
 # Keyed BLAKE2b is a PRF under K (knowing D without K tells nothing of the
 # new K) and a strong hash of D (knowing K without D means guessing D), so
 # the new key is secret if either input is, and a reseed with enough fresh
