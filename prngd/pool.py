@@ -193,7 +193,7 @@ def read_clocks(_get=time.clock_gettime_ns, _mono=time.CLOCK_MONOTONIC, _boot=ti
 # reseed. NTP slews the wall clock by at most 500 ppm, so the allowance grows
 # by 1 ms per second between two checks.
 CLOCK_JUMP_NS = 1_000_000_000
-_SLEW_PER_NS = 0.001
+_SLEW_DIVISOR = 1000
 
 
 # --------------------------------------------------------------------------
@@ -642,21 +642,22 @@ class Pool:
 
     def _clocks_moved(self) -> str | None:
         """Compare the clocks with the last check; on a resume or a restore, reseed now and say why."""
-        mono, boot_off, real_off = now = self._clock_offsets()
+        mono, boot, real = self._clocks()
         last_mono, last_boot_off, last_real_off = self._clock_base
-        self._clock_base = now
-        allowance = CLOCK_JUMP_NS + _SLEW_PER_NS * max(0, mono - last_mono)
+        boot_off, real_off = boot - mono, real - mono
+        self._clock_base = (mono, boot_off, real_off)
+        allowance = CLOCK_JUMP_NS + (mono - last_mono) // _SLEW_DIVISOR
         suspended = boot_off - last_boot_off
         stepped = real_off - last_real_off
+        if suspended < allowance and -allowance < stepped < allowance:
+            return None  # the usual case: one comparison per refill
         if suspended >= allowance:
             reason = (f"resumed after {suspended / 1e9:.1f} s suspended "
                       f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)")
-        elif abs(stepped) >= allowance:
+        else:
             reason = (f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
                       f"(a snapshot restore, or the time was set)")
-        else:
-            return None
-        self._reseed_fresh(_LABEL_RESUME, struct.pack("<qqq", *now))
+        self._reseed_fresh(_LABEL_RESUME, struct.pack("<qqq", *self._clock_base))
         self._clock_reseeds += 1
         del self._clock_events[:-7]  # a pool nobody asks keeps only the latest few
         self._clock_events.append(reason)
