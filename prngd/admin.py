@@ -320,11 +320,11 @@ def render_status_text(status: dict) -> str:
     if isinstance(seed, dict):
         line = (f"seed file:   {seed.get('path')}, {'loaded' if seed.get('loaded') else 'not loaded'}, "
                 f"{seed.get('credited_bits', 0)} bits credited, {seed.get('saves', 0)} saves")
-        line += f"; {seed['note']}" if seed.get("note") else (f"; written on {seed['origin']}" if seed.get("origin") else "")
         if seed.get("last_save"):
             line += f", last {_duration(max(0.0, time.time() - seed['last_save']))} ago"
         if seed.get("failures"):
             line += f", {seed['failures']} failures (last: {seed.get('last_error')})"
+        line += f"; {seed['note']}" if seed.get("note") else (f"; written on {seed['origin']}" if seed.get("origin") else "")
         out.append(line)
     else:
         out.append("seed file:   none")
