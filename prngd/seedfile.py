@@ -191,6 +191,8 @@ def parse(data: bytes) -> Seed:
     if not secrets.compare_digest(data[covered:header], _checksum(data[:covered], payload)):
         raise SeedFormatError("checksum mismatch (torn or corrupt file)")
     fingerprint = data[_HEAD.size:covered] if flags & FLAG_BOUND else None
+    if version == 2 and fingerprint is None and any(data[_HEAD.size:covered]):
+        raise SeedFormatError("a fingerprint without the flag that says it is one")
     return Seed(payload, bool(flags & FLAG_CREDIT), version, fingerprint)
 
 

@@ -83,6 +83,12 @@ def test_layout():
     assert parse(unbound).credit is False and parse(unbound).fingerprint is None
 
 
+def test_unbound_seed_must_have_a_zero_fingerprint_field():
+    head = seedfile._HEAD.pack(b"PRNGSEED", 2, 0x01, 1) + b"\x11" * 32
+    with pytest.raises(SeedFormatError, match="fingerprint"):
+        parse(head + seedfile._checksum(head, b"x") + b"x")
+
+
 def test_version_1_still_parses():
     data = seedfile.encode_v1(b"x" * 512, True)
     assert len(data) == 556 and data[8] == 1
