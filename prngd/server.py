@@ -112,6 +112,7 @@ class Daemon:
         self.connections = Driver(settings, self.pool, self.counters, self.pid_reply)
         self._gather_scope: trio.CancelScope | None = None
         self._pidfile: str | None = None  # written by us, removed at stop
+        self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
 
     # ------------------------------------------------------------ start-up
 
@@ -142,7 +143,10 @@ class Daemon:
         if path:
             from prngd import seedfile
 
-            self.seed_state = seedfile.load_and_replace(path, self.pool)
+            try:
+                self.seed_state = seedfile.load_and_replace(path, self.pool, self._machine)
+            except seedfile.ForeignFile as e:
+                raise StartupError(str(e)) from None
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
@@ -169,6 +173,11 @@ class Daemon:
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
+                if self.settings.resolved_seedfile():
+                    from prngd.identity import machine_identity
+
+                    # Before the drop: the DMI product UUID is readable by root only.
+                    self._machine = machine_identity()
                 self._drop_privileges()
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
@@ -231,6 +240,7 @@ class Daemon:
             nursery.start_soon(admin.serve_admin, admin_sock, self.status, self.history.as_dict)
         nursery.start_soon(self._low_entropy_monitor)
         nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
+        nursery.start_soon(self._clock_watch)
 
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
@@ -370,6 +380,23 @@ class Daemon:
                 if under_for >= checks:
                     log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
                 under_for = 0
+
+    async def _clock_watch(self, period: float = 5.0) -> None:
+        # A machine resumed from suspend, or a VM restored from a snapshot (maybe
+        # twice), holds the generator state of another moment.  The pool checks
+        # the clocks at each refill; this catches an idle daemon too.  One wakeup
+        # per period: idle CPU does not change.
+        while True:
+            await trio.sleep(period)
+            events = self.pool.check_clocks()
+            for reason in events:
+                log.info("%s: pool reseeded with fresh kernel randomness", reason)
+            if events and self.seed_state is not None:
+                # Copies of a restored VM also share the seed file on its disk:
+                # each replaces it now with output of its own reseeded pool.
+                from prngd import seedfile
+
+                await self._save_seed(seedfile)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
