@@ -367,6 +367,7 @@ def render_status_text(status: dict) -> str:
             line += f", last {_duration(max(0.0, time.time() - seed['last_save']))} ago"
         if seed.get("failures"):
             line += f", {seed['failures']} failures (last: {seed.get('last_error')})"
+        line += f"; {seed['note']}" if seed.get("note") else (f"; written on {seed['origin']}" if seed.get("origin") else "")
         out.append(line)
     else:
         out.append("seed file:   none")

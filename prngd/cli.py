@@ -23,6 +23,7 @@ import sys
 import time
 
 from prngd import __version__, client, config, egd, privileges
+from prngd.pidfile import cmdline, is_prngd_argv
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -277,9 +278,9 @@ def kill_daemon(spec: str, pidfile: str | None = None, timeout: float = 30.0) ->
     except ProcessLookupError:
         return refuse(f"pid {pid} is gone")
     try:
-        cmdline = _cmdline(pid)
-        if not _is_prngd(cmdline):
-            shown = " ".join(cmdline)[:80] or "unknown"
+        argv = cmdline(pid)
+        if not is_prngd_argv(argv):
+            shown = " ".join(argv)[:80] or "unknown"
             return refuse(f"pid {pid} is not a prngd ({shown})")
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGTERM)
@@ -374,21 +375,6 @@ def _holds_tcp_listener(pid: int, peer) -> bool:
     except OSError:
         pass
     return False
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def _is_prngd(argv: list[str]) -> bool:
-    """`prngd ...` (or `python3 /usr/bin/prngd ...`) or `python3 [opts] -m prngd ...`."""
-    if any(os.path.basename(a) == "prngd" for a in argv[:2]):
-        return True
-    return any(a == "-m" and b == "prngd" for a, b in zip(argv[1:4], argv[2:5]))
 
 
 def _detach(destination: str) -> int:

@@ -21,11 +21,18 @@
 # byte is zeroed in the buffer as it leaves. A read larger than the buffer
 # takes one fresh draw of 32 + n bytes under K, handled the same way. Every K
 # is used for exactly one keystream, so the fixed nonce is never reused.
+# Before every refill (and every large draw), 32 fresh bytes from the kernel
+# are mixed into K (see Keying), whenever the kernel's generator is ready:
+# two copies of one running pool (a VM snapshot restored twice, a container
+# checkpoint) serve the same bytes for at most what is left of one buffer.
 #
 # Generator "hmac-drbg": SP 800-90A Rev. 1 HMAC_DRBG (section 10.1.2) over
 # SHA-256 or SHA-512: reseed_interval 2^48, at most 2^19 bits per Generate
 # request (longer reads are several requests), optional prediction
-# resistance (every request first reseeds from os_random).
+# resistance (every request first reseeds from os_random). Once buffer_size
+# bytes have been generated since the last fresh input, the next Generate
+# request gets 32 fresh bytes from the kernel as its additional input
+# (SP 800-90A 10.1.2.5 step 2): the same bound on what two copies share.
 #
 # Keying. One KDF serves every change of the ChaCha20 key:
 #   KDF(K, L, M) = BLAKE2b-256(key = K, msg = u8(len(L)) || L || M).
@@ -38,6 +45,13 @@
 #   fork:      in the child, with P = "prngd pool fork" || u64le(getpid()):
 #              chacha20:  K = KDF(K, P, os_random(32)), buffer zeroed;
 #              hmac-drbg: Reseed(entropy_input = os_random(32), additional = P).
+#   refill:    with R = fresh_random(32) (getrandom, non-blocking; skipped
+#              while the kernel is not ready):
+#              chacha20:  K = KDF(K, "prngd pool refill", R), then the keystream;
+#              hmac-drbg: Generate(n, additional_input = R), once per buffer_size bytes.
+#   clocks:    a resume or a restore (below) reseeds at once, as a reseed
+#              does, from D || R || i64le(monotonic, boottime - monotonic,
+#              realtime - monotonic), with label "prngd pool resume".
 # Keyed BLAKE2b is a PRF under K (knowing D without K tells nothing of the
 # new K) and a strong hash of D (knowing K without D means guessing D), so
 # the new key is secret if either input is, and a reseed with enough fresh
@@ -46,7 +60,12 @@
 # When. A reseed happens when the pool becomes seeded, when reseed_bits of
 # newly credited entropy have arrived, when reseed_interval seconds have
 # passed (checked in read; both only once seeded), in a child after fork()
-# (os.register_at_fork), and on demand.
+# (os.register_at_fork), on demand, and when the clocks show that the
+# machine was suspended or its memory restored: CLOCK_BOOTTIME gaining on
+# CLOCK_MONOTONIC (a suspend), or CLOCK_REALTIME jumping against
+# CLOCK_MONOTONIC (a snapshot restored, or the time set by hand). The clocks
+# are compared at every refill and in check_clocks(), which the daemon calls
+# every few seconds; nothing is added to read() itself.
 #
 # Guarantees:
 #  - Backtracking resistance: once read() returns, the key that produced its
@@ -55,9 +74,12 @@
 #    of them; a reseed zeroes them.)
 #  - Fork safety: a child mixes its pid and fresh os_random bytes into the
 #    key, and drops the buffer, before fork() returns in it.
+#  - Clone safety: copies of one pool's memory diverge from the next refill
+#    on (fresh kernel input), and reseed at once on a detected resume.
 #  - Never blocks. read() raises NotSeeded until seed_bits credited bits have
 #    arrived, unless allow_unseeded=True (output then rests on os_random).
-#  - With os_random and clock injected, everything is deterministic.
+#  - With os_random, clock and clocks injected, everything is deterministic
+#    (fresh_random defaults to an injected os_random).
 #
 # Entropy accounting (the estimate EGD command 0x00 reports) is an estimate
 # only: raised by credits, capped at pool_bits, lowered by 8 bits per byte
@@ -74,6 +96,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -100,6 +123,8 @@ _LABEL_INIT = b"prngd pool init"
 _LABEL_RESEED = b"prngd pool reseed"
 _LABEL_FORK = b"prngd pool fork"
 _LABEL_COUNTER = b"prngd pool reseed counter"
+_LABEL_REFILL = b"prngd pool refill"
+_LABEL_RESUME = b"prngd pool resume"
 _DRBG_PERSONALIZATION = b"prngd pool hmac-drbg"
 _ACCUMULATOR_LABEL = b"prngd pool accumulator v1"
 
@@ -132,8 +157,11 @@ def chacha20_xor_into(key, src, dst, *, nonce=CHACHA20_NONCE, counter=0) -> None
 
 def _kdf_into(key: bytearray, label: bytes, material) -> None:
     """Replace key, in place, by BLAKE2b-256(key=key, u8(len(label)) || label || material)."""
-    h = BLAKE2b.new(digest_bits=8 * KEY_SIZE, key=key)
-    h.update(bytes((len(label),)))
+    # The standard library's BLAKE2b (RFC 7693, the same function as
+    # Crypto.Hash.BLAKE2b; the tests rebuild its outputs with the latter):
+    # every refill runs this, and a keyed pycryptodome hash costs about 7 us
+    # to create, 10% of a 64 KiB read, against 0.7 us here.
+    h = hashlib.blake2b(bytes((len(label),)), digest_size=KEY_SIZE, key=key)
     h.update(label)
     h.update(material)
     key[:] = h.digest()  # the old key is overwritten here
@@ -145,6 +173,27 @@ def _clamp_credit(bits, nbytes: int) -> float:
     if not credit > 0.0:
         return 0.0
     return min(credit, 8.0 * nbytes)
+
+
+def kernel_random(n: int) -> bytes | None:
+    """n bytes from getrandom(2) without blocking; None while the kernel's generator is not ready."""
+    try:
+        return os.getrandom(n, os.GRND_NONBLOCK)
+    except (BlockingIOError, OSError):
+        return None
+
+
+def read_clocks(_get=time.clock_gettime_ns, _mono=time.CLOCK_MONOTONIC, _boot=time.CLOCK_BOOTTIME,
+                _real=time.CLOCK_REALTIME) -> tuple[int, int, int]:
+    """(CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_REALTIME) in nanoseconds."""
+    return _get(_mono), _get(_boot), _get(_real)
+
+
+# A suspend shorter than this, or a wall-clock step smaller, is not worth a
+# reseed. NTP slews the wall clock by at most 500 ppm, so the allowance grows
+# by 1 ms per second between two checks.
+CLOCK_JUMP_NS = 1_000_000_000
+_SLEW_DIVISOR = 1000
 
 
 # --------------------------------------------------------------------------
@@ -200,11 +249,13 @@ class ChaCha20Generator:
     """Fast-key-erasure ChaCha20 generator with a keystream buffer."""
 
     name = "chacha20"
-    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos")
+    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos", "_fresh")
 
-    def __init__(self, seed, buffer_size: int = 16384) -> None:
+    def __init__(self, seed, buffer_size: int = 16384, fresh=None) -> None:
         if buffer_size < 2 * KEY_SIZE:
             raise ValueError("buffer_size must be at least 64")
+        # fresh(): 32 new bytes to mix into K before each keystream, or None (none now).
+        self._fresh = fresh
         self._size = buffer_size
         self._key = bytearray(KEY_SIZE)
         self._buf = bytearray(buffer_size)
@@ -225,8 +276,15 @@ class ChaCha20Generator:
         self._view[pos:] = self._zeros[pos:]
         self._pos = self._size
 
+    def _mix_fresh(self) -> None:
+        if self._fresh is not None:
+            fresh = self._fresh()
+            if fresh:
+                _kdf_into(self._key, _LABEL_REFILL, fresh)
+
     def _refill(self) -> None:
-        """Fill the buffer under K; its first 32 bytes become the next K."""
+        """Fill the buffer under K (fresh input mixed in first); its first 32 bytes become the next K."""
+        self._mix_fresh()
         view = self._view
         # Overwrites every byte, unserved leftovers included.
         chacha20_xor_into(self._key, self._zeros, view)
@@ -256,6 +314,7 @@ class ChaCha20Generator:
 
     def _read_direct(self, n: int) -> bytes:
         """One draw of 32 + n bytes under K: 32 for the next K, n to return."""
+        self._mix_fresh()
         draw = bytearray(KEY_SIZE + n)
         view = memoryview(draw)
         chacha20_xor_into(self._key, view, view)  # in place: zeros in, keystream out
@@ -362,12 +421,16 @@ class _DrbgGenerator:
     """Adapts HmacDrbg to the pool: long reads, prediction resistance, reseeds."""
 
     name = "hmac-drbg"
-    __slots__ = ("_drbg", "_pr", "_os_random")
+    __slots__ = ("_drbg", "_pr", "_os_random", "_fresh", "_budget", "_left")
 
-    def __init__(self, os_random, hash: str, prediction_resistance: bool) -> None:
+    def __init__(self, os_random, hash: str, prediction_resistance: bool, fresh=None, budget: int = 16384) -> None:
         self._os_random = os_random
         self._pr = prediction_resistance
         self._drbg = HmacDrbg(os_random(_ENTROPY_BYTES), os_random(_NONCE_BYTES), _DRBG_PERSONALIZATION, hash)
+        # fresh() as for chacha20, given as additional input once `budget` bytes have left.
+        self._fresh = fresh
+        self._budget = budget
+        self._left = 0  # the first request gets fresh input
 
     def reseed(self, entropy, label: bytes) -> None:
         self._drbg.reseed(entropy, label)
@@ -386,11 +449,17 @@ class _DrbgGenerator:
         drbg = self._drbg
         if self._pr:
             return drbg.generate(n, entropy_pr=self._os_random(_ENTROPY_BYTES))
+        additional = b""
+        self._left -= n
+        if self._left < 0 and self._fresh is not None:
+            additional = self._fresh() or b""  # nothing while the kernel is not ready: tried again next time
+            if additional:
+                self._left = self._budget - n  # this request's bytes come after it
         try:
-            return drbg.generate(n)
+            return drbg.generate(n, additional)
         except ReseedRequired:  # after 2^48 requests without a reseed: never in practice
             drbg.reseed(self._os_random(_ENTROPY_BYTES), _LABEL_COUNTER)
-            return drbg.generate(n)
+            return drbg.generate(n, additional)
 
 
 # --------------------------------------------------------------------------
@@ -411,7 +480,11 @@ class Pool:
     bounds it from below once seeded; seed_bits of credited entropy make the
     pool seeded (0: seeded at once, on os_random alone); reseed_bits of new
     credit or reseed_interval seconds trigger a reseed. buffer_size is the
-    chacha20 keystream buffer. os_random(n) and clock() are injectable.
+    chacha20 keystream buffer. os_random(n) and clock() are injectable, and so
+    are fresh_random(n) (the kernel's randomness mixed in at each refill, or
+    None while it is not ready; by default getrandom non-blocking, or
+    os_random when that is injected) and clocks() (monotonic, boottime,
+    realtime in ns, to detect a resume or a restore).
     """
 
     __slots__ = (
@@ -433,6 +506,11 @@ class Pool:
         "_last_reseed",
         "_reseeds",
         "_bytes_out",
+        "_fresh_random",
+        "_clocks",
+        "_clock_base",
+        "_clock_events",
+        "_clock_reseeds",
         "__weakref__",
     )
 
@@ -450,6 +528,8 @@ class Pool:
         buffer_size: int = 16384,
         os_random=os.urandom,
         clock=time.monotonic,
+        fresh_random=None,
+        clocks=read_clocks,
     ) -> None:
         if generator not in _GENERATORS:
             raise ValueError(f"unknown generator {generator!r}; expected one of {_GENERATORS}")
@@ -466,6 +546,13 @@ class Pool:
 
         self._os_random = os_random
         self._clock = clock
+        if fresh_random is None:
+            fresh_random = kernel_random if os_random is os.urandom else os_random
+        self._fresh_random = fresh_random
+        self._clocks = clocks
+        self._clock_base = self._clock_offsets()
+        self._clock_events: list[str] = []
+        self._clock_reseeds = 0
         self._cap = float(pool_bits)
         self._floor_bits = float(floor_bits)
         self._floor = 0.0  # floor_bits once seeded
@@ -482,9 +569,10 @@ class Pool:
         # Initial key material is uncredited: it lets allow_unseeded reads be
         # unpredictable, but seeded waits for credited samples.
         if generator == "chacha20":
-            self._gen = ChaCha20Generator(os_random(_ENTROPY_BYTES), buffer_size)
+            self._gen = ChaCha20Generator(os_random(_ENTROPY_BYTES), buffer_size, self._refill_input)
         else:
-            self._gen = _DrbgGenerator(os_random, drbg_hash, prediction_resistance)
+            self._gen = _DrbgGenerator(os_random, drbg_hash, prediction_resistance, self._refill_input,
+                                       buffer_size)
         self._gen_read = self._gen.read
         self._last_reseed = clock()
         _LIVE_POOLS.add(self)
@@ -541,6 +629,57 @@ class Pool:
         if self._seeded:
             self._next_reseed_at = now + self._interval
 
+    # -- copies: fresh input at refills, clock checks ----------------------
+
+    def _refill_input(self) -> bytes | None:
+        """Called by the generator before each buffer's worth: check the clocks, then fresh bytes."""
+        self._clocks_moved()
+        return self._fresh_random(_ENTROPY_BYTES)
+
+    def _clock_offsets(self) -> tuple[int, int, int]:
+        mono, boot, real = self._clocks()
+        return mono, boot - mono, real - mono
+
+    def _clocks_moved(self) -> str | None:
+        """Compare the clocks with the last check; on a resume or a restore, reseed now and say why."""
+        mono, boot, real = self._clocks()
+        last_mono, last_boot_off, last_real_off = self._clock_base
+        boot_off, real_off = boot - mono, real - mono
+        self._clock_base = (mono, boot_off, real_off)
+        allowance = CLOCK_JUMP_NS + (mono - last_mono) // _SLEW_DIVISOR
+        suspended = boot_off - last_boot_off
+        stepped = real_off - last_real_off
+        if suspended < allowance and -allowance < stepped < allowance:
+            return None  # the usual case: one comparison per refill
+        if suspended >= allowance:
+            reason = (f"resumed after {suspended / 1e9:.1f} s suspended "
+                      f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)")
+        else:
+            reason = (f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
+                      f"(a snapshot restore, or the time was set)")
+        self._reseed_fresh(_LABEL_RESUME, struct.pack("<qqq", *self._clock_base))
+        self._clock_reseeds += 1
+        del self._clock_events[:-7]  # a pool nobody asks keeps only the latest few
+        self._clock_events.append(reason)
+        return reason
+
+    def _reseed_fresh(self, label: bytes, context: bytes) -> None:
+        # The accumulator alone would not do: two copies hold the same one.
+        fresh = self._fresh_random(_ENTROPY_BYTES) or b""
+        self._gen.reseed(self._acc.extract() + fresh + context, label)
+        self._reseeds += 1
+        now = self._clock()
+        self._last_reseed = now
+        if self._seeded:
+            self._next_reseed_at = now + self._interval
+
+    def check_clocks(self) -> list[str]:
+        """Check the clocks now (reseeding on a resume or a restore); every such event
+        since the last call, including those found at a refill, one reason each."""
+        self._clocks_moved()
+        events, self._clock_events = self._clock_events, []
+        return events
+
     def _reseed_after_fork(self) -> None:
         """In a fork child: mix pid and fresh OS randomness into the key, drop the buffer."""
         label = _LABEL_FORK + struct.pack("<Q", os.getpid())
@@ -581,6 +720,7 @@ class Pool:
             "credited_bits_by_source": dict(acc.credited_by_source),
             "samples_by_source": dict(acc.samples_by_source),
             "last_reseed_age_s": max(0.0, self._clock() - self._last_reseed),
+            "clock_reseeds": self._clock_reseeds,
         }
 
 

@@ -1,4 +1,5 @@
-"""The seed file: randomness carried from one run to the next, and never used twice.
+"""The seed file: randomness carried from one run to the next, never used twice,
+credited only on the machine that wrote it.
 
 The rules, after seedrng (busybox) and systemd-random-seed:
 
@@ -6,6 +7,12 @@ The rules, after seedrng (busybox) and systemd-random-seed:
   opened with O_NOFOLLOW, at most 4 KiB) and mixed into the pool together with
   the pid, the time and a fresh nonce, so two starts from copies of one seed
   diverge even with no other input.
+* Only what prngd can identify is ever replaced: nothing, an empty file, a
+  prngd seed file (any version) or a seed file of the original PRNGD (4096
+  bytes of its generator's output, no header).  Anything else (a text file, a
+  FIFO, a device, a directory, a file over 4 KiB, a symbolic link, a file we
+  cannot read) raises ForeignFile before anything is written, and the daemon
+  refuses to start: a mistyped -s must cost nothing.
 * At once it is replaced by fresh pool output.  Only when that replacement is
   on disk is the old seed credited: a seed is never credited twice, and a
   crash before the rename leaves an old seed that nothing has been served from.
@@ -14,30 +21,37 @@ The rules, after seedrng (busybox) and systemd-random-seed:
   moment leaves either the old or the new file whole.
 * A seed is credited (at most 256 bits) only if a seeded prngd wrote it (the
   header's credit flag, as seedrng keeps seed.credit apart from
-  seed.no-credit) and nobody else could have read or written it: a regular
-  file owned by our euid with no group or other permission bits.  Anything
-  else readable is mixed uncredited, with a warning.
-* A symbolic link in place of the seed is never read nor written through.
-  rename() replaces the link itself, never its target; we do that only in a
-  directory nobody else may write (owned by us or root, not group/other
-  writable), where the link can only be an administrator's, and log it.  In
-  any other directory the link is left alone and each save fails, logged.
+  seed.no-credit), on this machine (the header's machine fingerprint, see
+  identity.py, equals ours), and nobody else could have read or written it: a
+  regular file owned by our euid with no group or other permission bits.
+  Anything else identified is mixed uncredited, and the status and one log
+  line say why.  A seed from another machine (a clone, a copied image), from
+  an older prngd or from PRNGD is thus mixed once and never credited; its
+  replacement carries our fingerprint and is credited at the next start.
+* A symbolic link put in place of the seed while we run is never written
+  through: rename() replaces the link itself, never its target; we do that
+  only in a directory nobody else may write (owned by us or root, not
+  group/other writable), and log it.  Elsewhere each save fails, logged.
 * A failing save (read-only directory, full disk, I/O error) is logged once
   and retried at the next interval; it never raises into the server.
 
-File format (integers big-endian), 556 bytes as prngd writes it:
+File format (integers big-endian), 588 bytes as prngd writes it:
 
     offset size  field
     0      8     magic b"PRNGSEED"
-    8      1     version, 1
+    8      1     version, 2
     9      1     flags: bit 0 CREDIT (the pool was seeded when this was
-                 written); the other bits are 0
-    10     2     payload length N, 1..4052
-    12     32    BLAKE2b-256 of bytes 0..11 followed by the payload
-    44     N     payload: pool output (512 bytes)
+                 written), bit 1 BOUND (the fingerprint field is the
+                 writer's machine fingerprint); the other bits are 0
+    10     2     payload length N, 1..4020
+    12     32    machine fingerprint (zeros unless BOUND)
+    44     32    BLAKE2b-256 of bytes 0..43 followed by the payload
+    76     N     payload: pool output (512 bytes)
 
-The checksum makes a torn, truncated or corrupted file visible; such a file
-is still mixed, uncredited.
+Version 1 (written before machine fingerprints) had no fingerprint field: its
+checksum followed the length at offset 12 and the payload began at 44.  It is
+still read, and never credited.  The checksum makes a torn, truncated or
+corrupted file visible; such a file is still mixed, uncredited.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ import secrets
 import stat
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 
 from Crypto.Hash import BLAKE2b
@@ -58,12 +73,16 @@ from Crypto.Hash import BLAKE2b
 log = logging.getLogger("prngd.seedfile")
 
 MAGIC = b"PRNGSEED"
-VERSION = 1
+VERSION = 2
 FLAG_CREDIT = 0x01
+FLAG_BOUND = 0x02
 _HEAD = struct.Struct(">8sBBH")
+FINGERPRINT_SIZE = 32
 CHECKSUM_SIZE = 32
-HEADER_SIZE = _HEAD.size + CHECKSUM_SIZE  # 44
+HEADER_SIZE = _HEAD.size + FINGERPRINT_SIZE + CHECKSUM_SIZE  # 76
+V1_HEADER_SIZE = _HEAD.size + CHECKSUM_SIZE  # 44
 MAX_FILE_SIZE = 4096  # we never read more than this of a seed file
+PRNGD_SEED_SIZE = 4096  # what the original PRNGD writes: its generator's output, nothing else
 MAX_PAYLOAD = MAX_FILE_SIZE - HEADER_SIZE
 SEED_BYTES = 512  # pool output per seed file (seedrng writes 32..512)
 MAX_CREDIT_BITS = 256  # whatever the seed's size
@@ -75,11 +94,29 @@ class SeedFormatError(ValueError):
     """The bytes are not a whole, valid prngd seed file; the message says why."""
 
 
+class ForeignFile(Exception):
+    """Something prngd did not write is at the seed path; it was left as it was.
+
+    Raised by load_and_replace before anything is written; the message is one
+    line for the user, naming the path and what is there.
+    """
+
+
+# Where the old seed came from, for the status (SeedState.origin).
+ORIGIN_THIS_MACHINE = "this machine"
+ORIGIN_OTHER_MACHINE = "another machine"
+ORIGIN_UNBOUND = "no machine fingerprint"  # a prngd seed written where nothing identified the machine
+ORIGIN_OLD_PRNGD = "older prngd"  # format version 1
+ORIGIN_PRNGD = "PRNGD"  # the original C daemon
+ORIGIN_UNKNOWN = "unknown"  # our magic, but damaged or of an unknown version
+
+
 @dataclass(frozen=True)
 class Seed:
     payload: bytes
     credit: bool
     version: int = VERSION
+    fingerprint: bytes | None = None  # the writer's machine fingerprint (None: unbound)
 
 
 @dataclass
@@ -91,14 +128,19 @@ class SeedState:
     loaded_bytes: int = 0
     credited_bits: int = 0  # credited from the old seed at start
     note: str | None = None  # why the old seed was not credited (or not read)
+    origin: str | None = None  # who wrote the old seed (ORIGIN_*), None when there was none
     last_save: float | None = None  # time.time() of the last good save
     last_save_credit: bool | None = None  # the credit flag that save wrote
     saves: int = 0  # good saves, counting the replacement at start
     failures: int = 0
     last_error: str | None = None  # of the last save, None once a save succeeds
+    # This machine's fingerprint, written into every save; not reported.
+    fingerprint: bytes | None = dataclasses.field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        del out["fingerprint"]
+        return out
 
 
 # ---------------------------------------------------------------- format (no I/O)
@@ -110,31 +152,48 @@ def _checksum(head: bytes, payload: bytes) -> bytes:
     return h.digest()
 
 
-def encode(payload: bytes, credit: bool) -> bytes:
-    """The bytes of a seed file carrying `payload`."""
+def encode(payload: bytes, credit: bool, fingerprint: bytes | None = None) -> bytes:
+    """The bytes of a seed file carrying `payload`, bound to `fingerprint` if given."""
     if not 1 <= len(payload) <= MAX_PAYLOAD:
         raise ValueError(f"payload must be 1..{MAX_PAYLOAD} bytes, not {len(payload)}")
-    head = _HEAD.pack(MAGIC, VERSION, FLAG_CREDIT if credit else 0, len(payload))
+    if fingerprint is not None and len(fingerprint) != FINGERPRINT_SIZE:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
+    flags = (FLAG_CREDIT if credit else 0) | (FLAG_BOUND if fingerprint is not None else 0)
+    head = _HEAD.pack(MAGIC, VERSION, flags, len(payload)) + (fingerprint or bytes(FINGERPRINT_SIZE))
+    return head + _checksum(head, payload) + payload
+
+
+def encode_v1(payload: bytes, credit: bool) -> bytes:
+    """A version 1 file, as prngd wrote before machine fingerprints (for tests of the upgrade)."""
+    head = _HEAD.pack(MAGIC, 1, FLAG_CREDIT if credit else 0, len(payload))
     return head + _checksum(head, payload) + payload
 
 
 def parse(data: bytes) -> Seed:
-    """The seed in `data`, or SeedFormatError if it is not whole and valid."""
-    if len(data) < HEADER_SIZE:
-        raise SeedFormatError(f"short file ({len(data)} bytes, the header alone is {HEADER_SIZE})")
+    """The seed in `data` (version 1 or 2), or SeedFormatError if it is not whole and valid."""
+    if len(data) < V1_HEADER_SIZE:
+        raise SeedFormatError(f"short file ({len(data)} bytes, a header alone is at least {V1_HEADER_SIZE})")
     magic, version, flags, length = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise SeedFormatError("not a prngd seed file (bad magic)")
-    if version != VERSION:
+    if version == 1:
+        known, header = FLAG_CREDIT, V1_HEADER_SIZE
+    elif version == 2:
+        known, header = FLAG_CREDIT | FLAG_BOUND, HEADER_SIZE
+    else:
         raise SeedFormatError(f"unknown seed file version {version}")
-    if flags & ~FLAG_CREDIT:
+    if flags & ~known:
         raise SeedFormatError(f"unknown flags {flags:#04x}")
-    if len(data) != HEADER_SIZE + length or length == 0:
-        raise SeedFormatError(f"length {length} does not match the file ({len(data) - HEADER_SIZE} payload bytes)")
-    payload = data[HEADER_SIZE:]
-    if not secrets.compare_digest(data[_HEAD.size:HEADER_SIZE], _checksum(data[:_HEAD.size], payload)):
+    if len(data) != header + length or length == 0:
+        raise SeedFormatError(f"length {length} does not match the file ({len(data) - header} payload bytes)")
+    covered = header - CHECKSUM_SIZE  # everything before the checksum
+    payload = data[header:]
+    if not secrets.compare_digest(data[covered:header], _checksum(data[:covered], payload)):
         raise SeedFormatError("checksum mismatch (torn or corrupt file)")
-    return Seed(payload, bool(flags & FLAG_CREDIT), version)
+    fingerprint = data[_HEAD.size:covered] if flags & FLAG_BOUND else None
+    if version == 2 and fingerprint is None and any(data[_HEAD.size:covered]):
+        raise SeedFormatError("a fingerprint without the flag that says it is one")
+    return Seed(payload, bool(flags & FLAG_CREDIT), version, fingerprint)
 
 
 def _context() -> bytes:
@@ -150,6 +209,7 @@ class _Old:
     payload: bytes = b""  # the valid payload, when creditable
     bits: int = 0  # what it may be credited, once replaced on disk
     note: str | None = None  # why not (or why not read)
+    origin: str | None = None
     level: int = logging.WARNING
 
 
@@ -172,38 +232,120 @@ def _read_bounded(fd: int, limit: int) -> bytes:
     return bytes(buf)
 
 
-def _read_old(path: str) -> _Old:
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def looks_like_prngd_seed(raw: bytes) -> bool:
+    """Whether `raw` is what the original PRNGD writes: exactly 4096 bytes of generator output.
+
+    PRNGD's file has no header, so it is told by its size and by looking
+    random: every byte value present in near-equal measure, and nothing
+    deflate can shorten.  Text fails at once (a space alone appears hundreds
+    of times in 4 KiB), and so does anything with structure or repeats; 4096
+    random bytes pass for any practical purpose (each value is expected 16
+    times: over 64, or fewer than 200 distinct values, would be a 1e-15 event,
+    and deflate stores such input, adding its 11 bytes of framing).  Data
+    that is already compressed or encrypted, of exactly 4096 bytes, would
+    pass too: the one case this rule cannot tell apart.
+    """
+    if len(raw) != PRNGD_SEED_SIZE:
+        return False
+    counts = [0] * 256
+    for b in raw:
+        counts[b] += 1
+    if max(counts) > 64 or sum(1 for c in counts if c) < 200:
+        return False
+    return len(zlib.compress(raw, 9)) > len(raw)
+
+
+def _is_text(raw: bytes) -> bool:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+
+
+def _foreign(path: str, what: str) -> ForeignFile:
+    return ForeignFile(f"seed file {path}: {what}; left untouched, since prngd replaces only a seed file "
+                       f"it can identify (name another file with -s, or -n for none)")
+
+
+def _identify(path: str) -> tuple[bytes | None, os.stat_result | None]:
+    """The bytes at `path` (None if absent) and their stat; ForeignFile if prngd did not write them."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        return _Old(note="no seed file yet")
+        return None, None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            return _Old(note="it is a symbolic link: refused, not read and not mixed", level=logging.ERROR)
-        return _Old(note=f"cannot open it: {_describe(e)}")
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise _foreign(path, f"it is a symbolic link (to {target}), never followed") from None
+        raise _foreign(path, f"cannot open it to see what it is: {e.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return _Old(note="it is not a regular file: refused, not read", level=logging.ERROR)
+            raise _foreign(path, f"it is {_kind(st.st_mode)}, not a seed file")
+        if st.st_size > MAX_FILE_SIZE:
+            raise _foreign(path, f"it holds {st.st_size} bytes, more than any seed file ({MAX_FILE_SIZE} at most)")
         raw = _read_bounded(fd, MAX_FILE_SIZE + 1)
     except OSError as e:
-        return _Old(note=f"cannot read it: {_describe(e)}")
+        raise _foreign(path, f"cannot read it to see what it is: {e.strerror}") from None
     finally:
         os.close(fd)
-    if len(raw) > MAX_FILE_SIZE:
-        raw = raw[:MAX_FILE_SIZE]
-        return _Old(raw, note=f"it is larger than {MAX_FILE_SIZE} bytes, not a prngd seed file")
-    problem = _trust_problem(st)
-    if problem:
-        return _Old(raw, note=problem)
+    if len(raw) > MAX_FILE_SIZE:  # grew while we looked
+        raise _foreign(path, f"it holds more than {MAX_FILE_SIZE} bytes, more than any seed file")
+    if raw and not raw.startswith(MAGIC[:len(raw)]) and not looks_like_prngd_seed(raw):
+        what = "a text file" if _is_text(raw) else "data"
+        raise _foreign(path, f"it is {what} of {len(raw)} bytes, neither a prngd seed file nor PRNGD's")
+    return raw, st
+
+
+def _read_old(path: str, fingerprint: bytes | None) -> _Old:
+    """What is at `path`, how far to trust it, and why; ForeignFile for what prngd did not write."""
+    raw, st = _identify(path)
+    if raw is None:
+        return _Old(note="no seed file yet", level=logging.INFO)
+    if not raw:
+        return _Old(raw, note="the file was empty", level=logging.INFO)
+    if len(raw) >= len(MAGIC) and not raw.startswith(MAGIC):  # what _identify let through: PRNGD's
+        return _Old(raw, note="a seed file of the original PRNGD: mixed once, not credited, "
+                              "replaced in prngd's format", origin=ORIGIN_PRNGD, level=logging.INFO)
     try:
         seed = parse(raw)
     except SeedFormatError as e:
-        return _Old(raw, note=str(e))
+        return _Old(raw, note=str(e), origin=ORIGIN_UNKNOWN)
+    if seed.version == 1:
+        return _Old(raw, note="written by an older prngd, without a machine fingerprint: mixed once, not credited",
+                    origin=ORIGIN_OLD_PRNGD, level=logging.INFO)
+    problem = _trust_problem(st)
+    if seed.fingerprint is None:
+        origin = ORIGIN_UNBOUND
+        note = "written where nothing identified the machine, so it may be a copy"
+    elif fingerprint is None:
+        origin = ORIGIN_UNKNOWN
+        note = "nothing identifies this machine (no machine-id, DMI product UUID or permanent MAC address)"
+    elif not secrets.compare_digest(seed.fingerprint, fingerprint):
+        origin = ORIGIN_OTHER_MACHINE
+        note = "written on another machine (a clone, or a copied disk or image): its machine fingerprint is not this one's"
+    else:
+        origin, note = ORIGIN_THIS_MACHINE, None
+    if problem:
+        return _Old(raw, note=problem, origin=origin)
+    if note:
+        return _Old(raw, note=note, origin=origin, level=logging.INFO)
     if not seed.credit:
-        return _Old(raw, note="the prngd that wrote it was not seeded", level=logging.INFO)
-    return _Old(raw, seed.payload, min(MAX_CREDIT_BITS, 8 * len(seed.payload)), level=logging.INFO)
+        return _Old(raw, note="the prngd that wrote it was not seeded", origin=origin, level=logging.INFO)
+    return _Old(raw, seed.payload, min(MAX_CREDIT_BITS, 8 * len(seed.payload)), origin=origin, level=logging.INFO)
 
 
 # ---------------------------------------------------------------- writing
@@ -320,7 +462,7 @@ def read_seed(path: str) -> Seed:
 def _save(path: str, pool, state: SeedState, credit: bool) -> bool:
     try:
         payload = pool.read(SEED_BYTES, allow_unseeded=True)
-        write_atomic(path, encode(payload, credit))
+        write_atomic(path, encode(payload, credit, state.fingerprint))
     except OSError as e:
         state.failures += 1
         state.last_error = _describe(e)
@@ -339,17 +481,24 @@ def save(path: str, pool, state: SeedState) -> bool:
     return _save(path, pool, state, bool(pool.seeded))
 
 
-def load_and_replace(path: str, pool) -> SeedState:
+def load_and_replace(path: str, pool, machine=None) -> SeedState:
     """Mix the old seed into the pool, replace it on disk, then credit it if it earned it.
 
-    Called once, before any socket opens.  Never raises on a bad file or a
-    failing disk: the outcome is logged (one line) and returned.
+    Called once, before any socket opens.  `machine` is this machine's
+    identity.Identity (computed here when None).  Raises ForeignFile, before
+    anything is written, when something prngd did not write is at `path`.
+    Otherwise never raises on a bad file or a failing disk: the outcome is
+    logged (one line) and returned.
     """
     path = str(path)
-    state = SeedState(path=path)
+    if machine is None:
+        from prngd.identity import machine_identity
+
+        machine = machine_identity()
+    old = _read_old(path, machine.fingerprint)  # may raise ForeignFile: nothing written yet
+    state = SeedState(path=path, fingerprint=machine.fingerprint, origin=old.origin)
     pool.add("seedfile", _context(), 0)
     _remove_stale_temps(path)
-    old = _read_old(path)
     if old.raw is not None:
         pool.add("seedfile", old.raw, 0)  # mixed now; credited below only once replaced
         state.loaded, state.loaded_bytes = True, len(old.raw)

@@ -14,17 +14,12 @@ out of the collector's sight (see `_announce`).
 
 from __future__ import annotations
 
-import errno
 import gc
-import ipaddress
 import resource
 import logging
 import os
 import signal
-import socket
-import stat
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import trio
@@ -32,22 +27,12 @@ import trio
 from prngd import __version__, egd, history
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
+from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners
+from prngd.pidfile import remove_pidfile, write_pidfile
 
 log = logging.getLogger("prngd")
 
 SHUTDOWN_GRACE = 2.0
-
-
-class StartupError(Exception):
-    """The daemon cannot start (socket busy, bad address...); the message is for the user."""
-
-
-@dataclass
-class Listener:
-    spec: str  # as the user wrote it, for messages
-    sock: socket.socket
-    path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
-    is_unix: bool
 
 
 def make_pool(settings: Settings):
@@ -90,232 +75,6 @@ class PoolProxy:
         self._data[:] = bytes(len(self._data))
 
 
-# ---------------------------------------------------------------- listeners
-
-def _unix_socket_in_use(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-# sun_path holds 108 bytes including the terminating NUL.
-UNIX_PATH_MAX = 107
-
-
-def bind_unix(path: str, mode: int) -> socket.socket:
-    """Bind a Unix stream socket at `path`, replacing a stale one, refusing a live one.
-
-    The directory must exist: a typo must not create a tree of directories.
-    """
-    size = len(os.fsencode(path))
-    if size > UNIX_PATH_MAX:
-        raise StartupError(f"{path}: socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit "
-                           "of a Unix socket path")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        what = "is not a directory" if os.path.exists(parent) else "does not exist"
-        raise StartupError(f"cannot bind {path}: directory {parent} {what}")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartupError(f"{path} exists and is not a socket; not replacing it")
-        if _unix_socket_in_use(path):
-            raise StartupError(f"{path}: another daemon is already serving on this socket")
-        os.unlink(path)  # stale: nobody answers on it
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # Bind under a umask that gives no more than `mode`, so the socket is never
-    # briefly wider open than asked; then set the exact mode.
-    old_umask = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(path)
-    except OSError as e:
-        sock.close()
-        raise StartupError(f"cannot bind {path}: {e.strerror or e}") from None
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, mode)
-    sock.listen(socket.SOMAXCONN)
-    sock.setblocking(False)
-    return sock
-
-
-def bind_tcp(address: egd.Address, allow_remote: bool) -> list[socket.socket]:
-    try:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise StartupError(f"{address}: {e.strerror}") from None
-    socks = []
-    seen = set()
-    for family, type_, proto, _, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr[:2] in seen:
-            continue
-        seen.add(sockaddr[:2])
-        if not ipaddress.ip_address(sockaddr[0]).is_loopback and not allow_remote:
-            raise StartupError(f"{address} is not a loopback address; set allow_remote = yes to listen there")
-        s = socket.socket(family, type_, proto)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            s.bind(sockaddr)
-        except OSError as e:
-            s.close()
-            for other in socks:
-                other.close()
-            msg = "another daemon is already serving on this port" if e.errno == errno.EADDRINUSE else e.strerror
-            raise StartupError(f"{address}: {msg}") from None
-        s.listen(socket.SOMAXCONN)
-        s.setblocking(False)
-        socks.append(s)
-    if not socks:
-        raise StartupError(f"{address}: no usable address")
-    return socks
-
-
-def open_listeners(settings: Settings, inherited: list[socket.socket] | None = None) -> list[Listener]:
-    if inherited:
-        out = []
-        for s in inherited:
-            s.setblocking(False)
-            is_unix = s.family == socket.AF_UNIX
-            name = s.getsockname()
-            spec = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
-            out.append(Listener(spec or "<inherited>", s, None, is_unix))
-        return out
-    out: list[Listener] = []
-    seen: dict = {}
-    try:
-        for spec in settings.resolved_sockets():
-            try:
-                address = egd.parse_address(spec)
-            except ValueError as e:
-                raise StartupError(str(e)) from None
-            key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
-            if key in seen:
-                also = f" (also as {seen[key]})" if seen[key] != spec else ""
-                raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
-            seen[key] = spec
-            if address.is_unix:
-                sock = bind_unix(address.path, settings.socket_mode)
-                out.append(Listener(spec, sock, address.path, True))
-            else:
-                try:
-                    socks = bind_tcp(address, settings.allow_remote)
-                except StartupError:
-                    # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
-                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
-                    if mine:
-                        raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
-                                           "name each socket once") from None
-                    raise
-                for sock in socks:
-                    out.append(Listener(spec, sock, None, False))
-    except BaseException:
-        close_listeners(out)
-        raise
-    return out
-
-
-# ---------------------------------------------------------------- pidfile
-
-PIDFILE_MAX = 64  # a pid line is a few bytes: anything larger is not a pidfile
-
-
-def _pidfile_pid(path: str) -> int | None:
-    """The pid in the pidfile at `path`; None if absent.  StartupError if it is not a pidfile.
-
-    A pidfile is a small regular file (not a symlink) holding one decimal pid
-    line: anything else at the path was not written by a daemon, and is left alone.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise StartupError(f"pidfile {path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StartupError(f"pidfile {path} exists and is {_file_kind(st)}, not a pidfile; not replacing it")
-    if st.st_size > PIDFILE_MAX:
-        raise StartupError(f"pidfile {path} exists and holds {st.st_size} bytes, not a pid; not replacing it")
-    try:
-        with open(path, "rb") as f:
-            text = f.read(PIDFILE_MAX + 1)
-    except OSError as e:
-        raise StartupError(f"pidfile {path}: {e.strerror}") from None
-    body = text[:-1] if text.endswith(b"\n") else text
-    if not body.strip(b" ").isdigit():
-        raise StartupError(f"pidfile {path} exists and does not hold a pid line; not replacing it")
-    return int(body)
-
-
-def _file_kind(st: os.stat_result) -> str:
-    mode = st.st_mode
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def write_pidfile(path: str) -> None:
-    """Write our pid to `path` if that replaces nothing but a pidfile; StartupError otherwise."""
-    old = _pidfile_pid(path)
-    if old is not None and old != os.getpid() and _is_prngd(old):
-        raise StartupError(f"pidfile {path} names prngd pid {old}, which is still running")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise StartupError(f"cannot write pidfile {path}: directory {parent} does not exist")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped under us since the check
-                raise StartupError(f"pidfile {path} is not a regular file; not writing it")
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise StartupError(f"cannot write pidfile {path}: {e.strerror}") from None
-
-
-def remove_pidfile(path: str) -> None:
-    """Remove `path` only while it still holds our pid: never another daemon's."""
-    try:
-        if _pidfile_pid(path) == os.getpid():
-            os.unlink(path)
-    except (StartupError, OSError):
-        pass
-
-
-def _is_prngd(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"prngd" in f.read()
-    except OSError:
-        return False
-
-
-def close_listeners(listeners: list[Listener]) -> None:
-    for lst in listeners:
-        lst.sock.close()
-        if lst.path:
-            try:
-                os.unlink(lst.path)
-            except OSError:
-                pass
-
-
 def _preload_modules() -> None:
     """Import now every module of prngd the daemon may import later.
 
@@ -353,6 +112,7 @@ class Daemon:
         self.connections = Driver(settings, self.pool, self.counters, self.pid_reply)
         self._gather_scope: trio.CancelScope | None = None
         self._pidfile: str | None = None  # written by us, removed at stop
+        self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
 
     # ------------------------------------------------------------ start-up
 
@@ -383,7 +143,10 @@ class Daemon:
         if path:
             from prngd import seedfile
 
-            self.seed_state = seedfile.load_and_replace(path, self.pool)
+            try:
+                self.seed_state = seedfile.load_and_replace(path, self.pool, self._machine)
+            except seedfile.ForeignFile as e:
+                raise StartupError(str(e)) from None
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
@@ -410,6 +173,11 @@ class Daemon:
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
+                if self.settings.resolved_seedfile():
+                    from prngd.identity import machine_identity
+
+                    # Before the drop: the DMI product UUID is readable by root only.
+                    self._machine = machine_identity()
                 self._drop_privileges()
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
@@ -472,6 +240,7 @@ class Daemon:
             nursery.start_soon(admin.serve_admin, admin_sock, self.status, self.history.as_dict)
         nursery.start_soon(self._low_entropy_monitor)
         nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
+        nursery.start_soon(self._clock_watch)
 
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
@@ -611,6 +380,23 @@ class Daemon:
                 if under_for >= checks:
                     log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
                 under_for = 0
+
+    async def _clock_watch(self, period: float = 5.0) -> None:
+        # A machine resumed from suspend, or a VM restored from a snapshot (maybe
+        # twice), holds the generator state of another moment.  The pool checks
+        # the clocks at each refill; this catches an idle daemon too.  One wakeup
+        # per period: idle CPU does not change.
+        while True:
+            await trio.sleep(period)
+            events = self.pool.check_clocks()
+            for reason in events:
+                log.info("%s: pool reseeded with fresh kernel randomness", reason)
+            if events and self.seed_state is not None:
+                # Copies of a restored VM also share the seed file on its disk:
+                # each replaces it now with output of its own reseeded pool.
+                from prngd import seedfile
+
+                await self._save_seed(seedfile)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:

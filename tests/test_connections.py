@@ -382,7 +382,7 @@ async def test_the_driver_wakes_parked_connections_and_closes_everything_when_ca
     """The driver task in this process: a parked 02 goes on at wake(); cancelling it closes every connection."""
     import trio
 
-    from prngd.server import Listener, bind_unix
+    from prngd.listeners import Listener, bind_unix
 
     path = str(tmp_path / "egd.sock")
     listener = Listener(path, bind_unix(path, 0o600), path, True)

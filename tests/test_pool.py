@@ -390,16 +390,19 @@ def test_forked_child_does_not_repeat_parent(generator):
 # rebuild tests below), then pinned: (generator, prediction_resistance, drbg_hash).
 PINNED = {
     ("chacha20", False, "sha256"): (
-        "09234c7daa8711277e1b6b88c60b9aaf5ec1d081012ee8ebf182aa02383142ba"
-        "6fe9ce35129d7784e2e7b6944712c82d723ffd1ccbd748dac37e5db104028de7"
+        "cd7f7cd16ae73bee4aa9a1e4f2ea84046eb926e1eb97e668b89c04a4f5c83cf1"
+        "b20d56ca333eb2a7ebe933979a2a59270a3433a049e8b0274be89bb6fd1cc3fd"
     ),
+    # The first request takes fresh input as additional input, which SP 800-90A
+    # makes the same Update as prediction resistance's reseed from the same bytes:
+    # hence the same first 64 bytes as ("hmac-drbg", True, "sha256").
     ("hmac-drbg", False, "sha256"): (
-        "3ce0de1a6231ac73a7af6c75399029b819a3f04b77f6df8d2bc59f46b575572b"
-        "71e3e195a6e0933a1b9c61ddbc837b6309fe3a02be24f98b381fb36806145cea"
+        "862856eb49721a88321439ce633af8626456ee5f1008177390756914b670dabd"
+        "c852d4669374538a2ba8c587426ab338dee588b7c76941255ef61da55416e800"
     ),
     ("hmac-drbg", False, "sha512"): (
-        "5e31049c180a73ea90471e262e79603510a0947f29be5f3d85998b69cebabb21"
-        "2121ab233ac65d46ac40ea94fceac928c7365fd123581a6d0b6e58f628a51d28"
+        "c806a9e7d41c75a819fda5d503d44d7d6c8336970ba85efc3186d5cb68679a1b"
+        "ee7630a0772cd591ae02da92c72a64660eb53f23103ab79b3db8a317ae71c63b"
     ),
     ("hmac-drbg", True, "sha256"): (
         "862856eb49721a88321439ce633af8626456ee5f1008177390756914b670dabd"
@@ -417,6 +420,7 @@ def test_pinned_first_64_bytes(generator, pr, hash):
         prediction_resistance=pr,
         os_random=FakeRandom(b"pinned"),
         clock=FakeClock(0.0),
+        clocks=lambda: (0, 0, 0),
     )
     pool.add("pinned-a", b"0123456789abcdef" * 2, 128)
     pool.add("pinned-b", bytes(range(48)), 200)
@@ -444,28 +448,32 @@ def _pinned_digests() -> tuple[bytes, bytes]:
 
 def test_pinned_chacha20_rebuilt_from_the_documented_construction():
     """K0 = KDF(0, init, os_random(32)); K1 = KDF(K0, reseed, D1); K2 = KDF(K1, reseed, D2);
-    output = ChaCha20(K2, nonce 0, counter 0)[32:96]."""
+    the read refills: K3 = KDF(K2, refill, R) with R the next 32 fresh bytes (os_random, injected);
+    output = ChaCha20(K3, nonce 0, counter 0)[32:96]."""
 
     def kdf(key: bytes, label: bytes, material: bytes) -> bytes:
         return BLAKE2b.new(digest_bits=256, key=key, data=bytes([len(label)]) + label + material).digest()
 
     d1, d2 = _pinned_digests()
-    key = kdf(bytes(32), b"prngd pool init", FakeRandom(b"pinned")(32))
+    rnd = FakeRandom(b"pinned")
+    key = kdf(bytes(32), b"prngd pool init", rnd(32))
     key = kdf(key, b"prngd pool reseed", d1)
     key = kdf(key, b"prngd pool reseed", d2)
+    key = kdf(key, b"prngd pool refill", rnd(32))
     stream = ChaCha20.new(key=key, nonce=bytes(12)).encrypt(bytes(96))
     assert stream[32:96].hex() == PINNED[("chacha20", False, "sha256")]
 
 
 @pytest.mark.parametrize("hash", ["sha256", "sha512"])
 def test_pinned_hmac_drbg_rebuilt_from_the_documented_construction(hash):
-    """Instantiate(os_random(32), os_random(16), pers); Reseed(D1, label); Reseed(D2, label); Generate(64)."""
+    """Instantiate(os_random(32), os_random(16), pers); Reseed(D1, label); Reseed(D2, label);
+    Generate(64, additional_input = R), R the next 32 fresh bytes (the first request takes fresh input)."""
     d1, d2 = _pinned_digests()
     rnd = FakeRandom(b"pinned")
     drbg = HmacDrbg(rnd(32), rnd(16), b"prngd pool hmac-drbg", hash=hash)
     drbg.reseed(d1, b"prngd pool reseed")
     drbg.reseed(d2, b"prngd pool reseed")
-    assert drbg.generate(64).hex() == PINNED[("hmac-drbg", False, hash)]
+    assert drbg.generate(64, rnd(32)).hex() == PINNED[("hmac-drbg", False, hash)]
 
 
 # --------------------------------------------------------------------------
@@ -612,6 +620,7 @@ def test_stats_content_and_json():
         "credited_bits_by_source": {"kernel": 256.0, "jitter": 3.0},
         "samples_by_source": {"kernel": 1, "jitter": 2},
         "last_reseed_age_s": 7.5,
+        "clock_reseeds": 0,
     }
     assert pool.generator_name == "hmac-drbg"
     assert isinstance(pool.entropy_bits, int)
@@ -636,8 +645,12 @@ def test_prediction_resistance_draws_os_random_per_request():
     assert rnd.calls == calls + 1
     pool.read(3 * 65536)  # three Generate requests
     assert rnd.calls == calls + 4
-    plain = seeded_pool("hmac-drbg")
-    assert seeded_pool("hmac-drbg", prediction_resistance=True).read(64) != plain.read(64)
+    # The first request of each reseeds (PR) or takes additional input (plain, fresh
+    # input) from the same os_random bytes, which SP 800-90A makes the same Update;
+    # from the second request on, only the PR pool draws os_random again.
+    plain, pr = seeded_pool("hmac-drbg"), seeded_pool("hmac-drbg", prediction_resistance=True)
+    assert pr.read(64) == plain.read(64)
+    assert pr.read(64) != plain.read(64)
 
 
 def test_sha512_option():
@@ -681,3 +694,171 @@ def test_on_seeded_fires_once_when_credit_reaches_the_threshold():
     pool.add("a", b"y" * 16, 128)
     pool.add("a", b"z" * 16, 128)
     assert calls == [True]  # once, and already seeded when called
+
+
+# --------------------------------------------------------------------------
+# Copies of one running pool (issue 13): fresh kernel input at each refill, clock checks
+
+
+class Kernel:
+    """A kernel's getrandom for a pool: shared by copies until a restore gives each its own."""
+
+    def __init__(self, label: bytes) -> None:
+        self.rnd = FakeRandom(label)
+        self.ready = True
+
+    def __call__(self, n: int):
+        return self.rnd(n) if self.ready else None
+
+
+class FakeClocks:
+    """(monotonic, boottime, realtime) in ns, moved by hand."""
+
+    def __init__(self) -> None:
+        self.mono, self.boot, self.real = 5_000_000_000, 5_000_000_000, 1_700_000_000_000_000_000
+
+    def __call__(self):
+        return self.mono, self.boot, self.real
+
+    def run(self, seconds: float) -> None:
+        ns = int(seconds * 1e9)
+        self.mono += ns
+        self.boot += ns
+        self.real += ns
+
+
+def snapshot_twins(generator: str, **kw):
+    """Two pools in the same state, as a VM snapshot restored twice leaves them, and their kernels."""
+    pools, kernels = [], []
+    clocks_factory = kw.pop("clocks_factory", FakeClocks)
+    for _ in range(2):
+        kernel = Kernel(b"kernel before the snapshot")
+        pool = make_pool(generator, os_random=FakeRandom(b"snapshot"), fresh_random=kernel,
+                         clocks=clocks_factory(), buffer_size=1024, **kw)
+        pool.add("seed", bytes(range(32)), 256)
+        pools.append(pool)
+        kernels.append(kernel)
+    assert pools[0].read(300) == pools[1].read(300)  # the same state: the same bytes
+    return pools, kernels
+
+
+def _left_before_fresh_input(pool) -> int:
+    """How much output the generator gives before it next takes fresh input (test-only introspection)."""
+    gen = pool._gen
+    if pool.generator_name == "chacha20":
+        return gen._size - gen._pos
+    return max(0, gen._left)
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_copies_diverge_from_the_next_refill(generator):
+    (a, b), (ka, kb) = snapshot_twins(generator)
+    # Restored twice: each copy's kernel now gives its own bytes (it reseeds on a VM generation change).
+    ka.rnd, kb.rnd = FakeRandom(b"copy a"), FakeRandom(b"copy b")
+    left = _left_before_fresh_input(a)
+    assert 0 <= left < 1024
+    # What is left of the current buffer is shared: at most one buffer of output...
+    assert a.read(left) == b.read(left)
+    # ...and from the next refill on, nothing is.
+    outa, outb = a.read(20000), b.read(20000)
+    assert _blocks_all_differ(outa, outb)
+    assert _blocks_all_differ(a.read(100_000), b.read(100_000))  # large reads too
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_copies_whose_kernel_is_not_ready_take_no_fresh_input(generator):
+    (a, b), (ka, kb) = snapshot_twins(generator)
+    ka.ready = kb.ready = False  # getrandom would block: nothing is mixed, nothing waits
+    assert a.read(5000) == b.read(5000)
+    ka.ready = kb.ready = True
+    ka.rnd, kb.rnd = FakeRandom(b"copy a"), FakeRandom(b"copy b")
+    a.read(_left_before_fresh_input(a))
+    b.read(_left_before_fresh_input(b))
+    assert _blocks_all_differ(a.read(4096), b.read(4096))
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+@pytest.mark.parametrize("event,words", [
+    ("suspend", "suspended"),
+    ("restore", "wall clock jumped"),
+])
+def test_resume_or_restore_reseeds_at_once(generator, event, words):
+    clocks_a, clocks_b = FakeClocks(), FakeClocks()
+    clocks = iter([clocks_a, clocks_b])
+    (a, b), (ka, kb) = snapshot_twins(generator, clocks_factory=lambda: next(clocks))
+    ka.rnd, kb.rnd = FakeRandom(b"copy a"), FakeRandom(b"copy b")
+    reseeds = a.stats()["reseeds"]
+    for c in (clocks_a, clocks_b):
+        c.run(2.0)
+        if event == "suspend":
+            c.boot += 3600 * 10**9  # an hour asleep: CLOCK_BOOTTIME counted it, CLOCK_MONOTONIC did not
+            c.real += 3600 * 10**9
+        else:
+            c.real += 86400 * 10**9  # the snapshot's wall clock, corrected a day later
+    (reason,) = a.check_clocks()
+    assert words in reason
+    assert a.stats()["reseeds"] == reseeds + 1 and a.stats()["clock_reseeds"] == 1
+    assert a.check_clocks() == []  # one event, reported once
+    assert b.check_clocks()
+    # Reseeded at once: the copies differ from the very next byte, mid-buffer.
+    assert _blocks_all_differ(a.read(256), b.read(256))
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_refill_notices_a_resume_and_check_clocks_reports_it_once(generator):
+    clocks = FakeClocks()
+    pool = make_pool(generator, clocks=clocks, buffer_size=1024)
+    pool.add("seed", bytes(32), 256)
+    pool.read(10)
+    reseeds = pool.stats()["reseeds"]
+    clocks.boot += 30 * 10**9
+    pool.read(5000)  # passes a refill (chacha20) or the fresh-input budget (hmac-drbg)
+    assert pool.stats()["reseeds"] == reseeds + 1
+    events = pool.check_clocks()
+    assert len(events) == 1 and "suspended" in events[0]
+    assert pool.check_clocks() == []
+
+
+def test_ordinary_time_passing_and_ntp_slew_are_not_events():
+    clocks = FakeClocks()
+    pool = make_pool(clocks=clocks)
+    pool.add("seed", bytes(32), 256)
+    reseeds = pool.stats()["reseeds"]
+    for _ in range(10):
+        clocks.run(5.0)
+        assert pool.check_clocks() == []
+    clocks.run(3600.0)
+    clocks.real += int(3600e9 * 0.0005)  # 500 ppm slew over an hour: 1.8 s, within the allowance
+    assert pool.check_clocks() == []
+    clocks.real -= int(0.5e9)  # a half-second NTP step
+    assert pool.check_clocks() == []
+    assert pool.stats()["reseeds"] == reseeds and pool.stats()["clock_reseeds"] == 0
+
+
+def test_read_itself_never_looks_at_the_clocks():
+    """The hot path stays as it was: clocks are read at refills and in check_clocks only."""
+    reads = [0]
+
+    def counting_clocks():
+        reads[0] += 1
+        return (1, 1, 1)
+
+    pool = make_pool(clocks=counting_clocks, buffer_size=16384)
+    pool.add("seed", bytes(32), 256)
+    pool.read(1)  # the first refill
+    before = reads[0]
+    for _ in range(60):
+        pool.read(255)  # all within the same buffer
+    assert reads[0] == before
+
+
+def test_default_fresh_input_is_the_kernels():
+    from prngd import pool as pool_mod
+
+    assert len(pool_mod.kernel_random(32)) == 32  # this machine's kernel is ready
+    p = Pool()
+    assert p._fresh_random is pool_mod.kernel_random
+    injected = FakeRandom()
+    assert Pool(os_random=injected)._fresh_random is injected  # tests stay deterministic
+    mono, boot, real = pool_mod.read_clocks()
+    assert boot >= mono > 0 and real > 0

@@ -82,6 +82,21 @@ def test_generator_large_read_is_rfc8439_keystream():
     assert bytes(gen._key) == a1[:32]
 
 
+def test_generator_refill_mixes_fresh_input_into_the_key_first():
+    """With fresh input R, a refill is K = BLAKE2b-256(key=K, u8(len(L)) || L || R), L = "prngd pool refill",
+    then the keystream under the new K (checked here with the stdlib's BLAKE2b, an independent implementation)."""
+    fresh = bytes(range(32))
+    label = b"prngd pool refill"
+    mixed = hashlib.blake2b(bytes([len(label)]) + label + fresh, key=bytes(32), digest_size=32).digest()
+    stream = bytearray(128)
+    chacha20_xor_into(mixed, bytes(128), stream)
+    for buffer_size, n in ((128, 96), (64, 96)):  # a refill, and a draw larger than the buffer
+        gen = ChaCha20Generator(b"", buffer_size=buffer_size, fresh=lambda: fresh)
+        gen._key[:] = bytes(32)
+        assert gen.read(n) == bytes(stream[32:32 + n])
+        assert bytes(gen._key) == bytes(stream[:32])
+
+
 # --------------------------------------------------------------------------
 # NIST CAVP HMAC_DRBG
 

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
 
 import pytest
@@ -15,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prngd import seedfile
-from prngd.seedfile import SeedFormatError, SeedState, encode, load_and_replace, parse, save
+from prngd.identity import Identity
+from prngd.seedfile import ForeignFile, SeedFormatError, SeedState, encode, load_and_replace, parse, save
+
+# This machine and another one, as identity.py would fingerprint them.
+HERE = Identity(b"\x11" * 32, ("machine-id",))
+ELSEWHERE = Identity(b"\x22" * 32, ("machine-id",))
 
 
 class FakePool:
@@ -49,10 +55,14 @@ def seed_records(caplog):
     return [r for r in caplog.records if r.name == "prngd.seedfile"]
 
 
-def make_seed(path, payload=b"\xa5" * 512, credit=True, mode=0o600):
-    path.write_bytes(encode(payload, credit))
+def make_seed(path, payload=b"\xa5" * 512, credit=True, mode=0o600, machine=HERE):
+    path.write_bytes(encode(payload, credit, machine.fingerprint))
     os.chmod(path, mode)
     return payload
+
+
+def load(path, pool, machine=HERE):
+    return load_and_replace(str(path), pool, machine)
 
 
 def temps(directory):
@@ -62,23 +72,39 @@ def temps(directory):
 # ---------------------------------------------------------------- format
 
 def test_layout():
-    data = encode(b"x" * 512, True)
-    assert len(data) == seedfile.HEADER_SIZE + 512 == 556
-    assert data[:8] == b"PRNGSEED" and data[8] == 1 and data[9] == 1
+    data = encode(b"x" * 512, True, HERE.fingerprint)
+    assert len(data) == seedfile.HEADER_SIZE + 512 == 588
+    assert data[:8] == b"PRNGSEED" and data[8] == 2 and data[9] == 0x03
     assert data[10:12] == (512).to_bytes(2, "big")
-    assert parse(data) == seedfile.Seed(b"x" * 512, True)
-    assert parse(encode(b"y", False)).credit is False
+    assert data[12:44] == HERE.fingerprint
+    assert parse(data) == seedfile.Seed(b"x" * 512, True, 2, HERE.fingerprint)
+    unbound = encode(b"y", False)
+    assert unbound[9] == 0 and unbound[12:44] == bytes(32)
+    assert parse(unbound).credit is False and parse(unbound).fingerprint is None
 
 
-@given(st.binary(min_size=1, max_size=seedfile.MAX_PAYLOAD), st.booleans())
-def test_round_trip(payload, credit):
-    assert parse(encode(payload, credit)) == seedfile.Seed(payload, credit)
+def test_unbound_seed_must_have_a_zero_fingerprint_field():
+    head = seedfile._HEAD.pack(b"PRNGSEED", 2, 0x01, 1) + b"\x11" * 32
+    with pytest.raises(SeedFormatError, match="fingerprint"):
+        parse(head + seedfile._checksum(head, b"x") + b"x")
+
+
+def test_version_1_still_parses():
+    data = seedfile.encode_v1(b"x" * 512, True)
+    assert len(data) == 556 and data[8] == 1
+    assert parse(data) == seedfile.Seed(b"x" * 512, True, 1, None)
+
+
+@given(st.binary(min_size=1, max_size=seedfile.MAX_PAYLOAD), st.booleans(),
+       st.one_of(st.none(), st.binary(min_size=32, max_size=32)))
+def test_round_trip(payload, credit, fingerprint):
+    assert parse(encode(payload, credit, fingerprint)) == seedfile.Seed(payload, credit, 2, fingerprint)
 
 
 @settings(max_examples=300)
 @given(st.binary(min_size=1, max_size=600), st.booleans(), st.data())
 def test_any_damage_is_detected(payload, credit, data):
-    good = encode(payload, credit)
+    good = encode(payload, credit, data.draw(st.sampled_from([None, HERE.fingerprint])))
     kind = data.draw(st.sampled_from(["flip", "truncate", "extend"]))
     if kind == "flip":
         i = data.draw(st.integers(0, len(good) - 1))
@@ -103,6 +129,8 @@ def test_encode_bounds():
         encode(b"", True)
     with pytest.raises(ValueError):
         encode(b"x" * (seedfile.MAX_PAYLOAD + 1), True)
+    with pytest.raises(ValueError):
+        encode(b"x", True, b"short")
 
 
 # ---------------------------------------------------------------- load_and_replace
@@ -113,7 +141,7 @@ def test_load_credits_own_seed_and_replaces_it(tmp_path, caplog):
     payload = make_seed(path)
     before = path.read_bytes()
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert state.loaded and state.loaded_bytes == len(before)
     assert state.credited_bits == 256 and pool.credited == 256
     assert before in pool.mixed() and payload in pool.mixed()
@@ -125,21 +153,25 @@ def test_load_credits_own_seed_and_replaces_it(tmp_path, caplog):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert temps(tmp_path) == []
     assert state.saves == 1 and state.failures == 0 and state.last_save is not None
-    assert any("loaded 556 bytes, credited 256 bits" in r.getMessage() for r in seed_records(caplog))
-    json.dumps(state.as_dict())
+    assert any("loaded 588 bytes, credited 256 bits" in r.getMessage() for r in seed_records(caplog))
+    assert state.origin == "this machine" and state.note is None
+    assert new.fingerprint == HERE.fingerprint
+    report = state.as_dict()
+    assert "fingerprint" not in report  # the status shows where a seed came from, never the fingerprint
+    json.dumps(report)
 
 
 def test_credit_is_capped_at_256_bits(tmp_path):
     path = tmp_path / "seed"
     make_seed(path, payload=os.urandom(4000))
     pool = FakePool()
-    assert load_and_replace(str(path), pool).credited_bits == 256 and pool.credited == 256
+    assert load(path, pool).credited_bits == 256 and pool.credited == 256
 
 
 def test_small_seed_credits_its_size(tmp_path):
     path = tmp_path / "seed"
     make_seed(path, payload=b"z" * 16)
-    assert load_and_replace(str(path), FakePool()).credited_bits == 128
+    assert load(path, FakePool()).credited_bits == 128
 
 
 def test_context_mixed_so_copies_diverge(tmp_path):
@@ -147,8 +179,8 @@ def test_context_mixed_so_copies_diverge(tmp_path):
     make_seed(a)
     shutil.copy(a, b)
     pa, pb = FakePool(), FakePool()
-    load_and_replace(str(a), pa)
-    load_and_replace(str(b), pb)
+    load(a, pa)
+    load(b, pb)
     # the first thing mixed is pid/time/nonce, different every call
     assert pa.adds[0][0] == "seedfile" and pa.adds[0][1] != pb.adds[0][1]
     assert len(pa.adds[0][1]) >= 32 + 24
@@ -160,7 +192,7 @@ def test_uncredited_writer_is_mixed_not_credited(tmp_path, caplog):
     make_seed(path, credit=False)
     raw = path.read_bytes()
     pool = FakePool(seeded=False)
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert raw in pool.mixed() and pool.credited == 0 and state.credited_bits == 0
     assert "not seeded" in state.note
     assert parse(path.read_bytes()).credit is False  # an unseeded pool writes no-credit
@@ -172,7 +204,7 @@ def test_group_readable_seed_is_mixed_not_credited_with_warning(tmp_path, caplog
     make_seed(path, mode=0o640)
     raw = path.read_bytes()
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert raw in pool.mixed()
     assert pool.credited == 0 and state.credited_bits == 0
     warnings = [r for r in seed_records(caplog) if r.levelno == logging.WARNING]
@@ -185,7 +217,7 @@ def test_group_readable_seed_is_mixed_not_credited_with_warning(tmp_path, caplog
 def test_any_group_or_other_bit_blocks_credit(tmp_path, mode):
     path = tmp_path / "seed"
     make_seed(path, mode=mode)
-    assert load_and_replace(str(path), FakePool()).credited_bits == 0
+    assert load(path, FakePool()).credited_bits == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
@@ -195,31 +227,41 @@ def test_foreign_owner_is_mixed_not_credited(tmp_path, caplog):
     make_seed(path)
     os.chown(path, 65534, 65534)
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert state.loaded and state.credited_bits == 0 and pool.credited == 0
     assert "owned by uid 65534" in state.note
     assert any(r.levelno == logging.WARNING for r in seed_records(caplog))
 
 
-def test_symlink_is_refused_and_target_untouched(tmp_path, caplog):
-    caplog.set_level(logging.INFO, "prngd.seedfile")
+def test_symlink_at_start_is_foreign_and_nothing_is_touched(tmp_path):
     target = tmp_path / "elsewhere"
     make_seed(target)
     target_bytes = target.read_bytes()
     path = tmp_path / "seed"
     path.symlink_to(target)
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
-    assert not state.loaded and state.credited_bits == 0 and pool.credited == 0
-    assert target_bytes not in pool.mixed()
-    assert target.read_bytes() == target_bytes  # never written through
-    assert any(r.levelno == logging.ERROR and "symbolic link" in r.getMessage() for r in seed_records(caplog))
-    # our own private directory: the link itself was replaced by a regular seed file
-    assert not path.is_symlink() and parse(path.read_bytes())
+    with pytest.raises(ForeignFile, match="symbolic link"):
+        load(path, pool)
+    assert pool.adds == [] and pool.reads == 0
+    assert path.is_symlink() and target.read_bytes() == target_bytes
+    assert temps(tmp_path) == []
 
 
-def test_symlink_in_shared_directory_is_left_alone(tmp_path, caplog):
+def test_symlink_appearing_later_in_a_private_directory_is_replaced_not_followed(tmp_path, caplog):
     caplog.set_level(logging.INFO, "prngd.seedfile")
+    target = tmp_path / "elsewhere"
+    make_seed(target)
+    target_bytes = target.read_bytes()
+    path = tmp_path / "seed"
+    path.symlink_to(target)
+    state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
+    assert save(str(path), FakePool(), state)
+    assert target.read_bytes() == target_bytes  # never written through
+    assert not path.is_symlink() and parse(path.read_bytes())
+    assert any("symbolic link" in r.getMessage() for r in seed_records(caplog))
+
+
+def test_symlink_appearing_later_in_a_shared_directory_is_left_alone(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o1777)
@@ -228,25 +270,42 @@ def test_symlink_in_shared_directory_is_left_alone(tmp_path, caplog):
     target_bytes = target.read_bytes()
     path = shared / "seed"
     path.symlink_to(target)
-    state = load_and_replace(str(path), FakePool())
+    state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
+    assert save(str(path), FakePool(), state) is False
     assert path.is_symlink() and target.read_bytes() == target_bytes
     assert state.saves == 0 and state.failures == 1 and "symbolic link" in state.last_error
     assert temps(shared) == []
 
 
-@pytest.mark.parametrize("content", [b"", b"PRNGSEED", None])
-def test_missing_short_or_corrupt(tmp_path, caplog, content):
+@pytest.mark.parametrize("content,note", [
+    (None, "no seed file yet"),
+    (b"", "the file was empty"),
+])
+def test_nothing_to_lose_is_info_and_replaced(tmp_path, caplog, content, note):
     caplog.set_level(logging.INFO, "prngd.seedfile")
     path = tmp_path / "seed"
     if content is not None:
         path.write_bytes(content)
         os.chmod(path, 0o600)
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
-    assert state.credited_bits == 0 and pool.credited == 0
-    assert state.loaded == (content is not None)
+    state = load(path, pool)
+    assert state.credited_bits == 0 and pool.credited == 0 and state.note == note
+    records = seed_records(caplog)
+    assert len(records) == 1 and records[0].levelno == logging.INFO and note in records[0].getMessage()
+    assert parse(path.read_bytes()).fingerprint == HERE.fingerprint  # replaced by a valid seed
+
+
+@pytest.mark.parametrize("content", [b"PRNGSEED", b"PRNG", b"PRNGSEED" + bytes(200)])
+def test_damaged_seed_of_ours_is_mixed_and_replaced(tmp_path, caplog, content):
+    caplog.set_level(logging.INFO, "prngd.seedfile")
+    path = tmp_path / "seed"
+    path.write_bytes(content)
+    os.chmod(path, 0o600)
+    pool = FakePool()
+    state = load(path, pool)
+    assert state.loaded and content in pool.mixed() and pool.credited == 0
     assert any(r.levelno == logging.WARNING for r in seed_records(caplog))
-    assert parse(path.read_bytes())  # replaced by a valid seed
+    assert parse(path.read_bytes())
 
 
 def test_corrupt_seed_mixed_uncredited(tmp_path):
@@ -256,30 +315,184 @@ def test_corrupt_seed_mixed_uncredited(tmp_path):
     raw[100] ^= 1
     path.write_bytes(bytes(raw))
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert bytes(raw) in pool.mixed() and pool.credited == 0 and "checksum" in state.note
 
 
-def test_oversized_file_read_bounded(tmp_path):
+def _foreign_things(tmp_path):
+    """name -> a function making that thing at a path; each must be refused and left as it was."""
+    def text(p):
+        p.write_text("my notes\n" * 50)
+
+    def text_4096(p):  # PRNGD's size, but text
+        p.write_bytes((b"The quick brown fox jumps over the lazy dog. " * 100)[:4096])
+
+    def data(p):
+        p.write_bytes(os.urandom(1000))
+
+    def zeros_4096(p):
+        p.write_bytes(bytes(4096))
+
+    def oversized(p):
+        p.write_bytes(os.urandom(seedfile.MAX_FILE_SIZE + 1))
+
+    def fifo(p):
+        os.mkfifo(p, 0o600)
+
+    def directory(p):
+        p.mkdir()
+        (p / "inside").write_text("keep me")
+
+    def device(p):
+        os.mknod(p, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+
+    def dangling_link(p):
+        p.symlink_to(tmp_path / "nowhere")
+
+    things = dict(text=text, text_4096=text_4096, data=data, zeros_4096=zeros_4096, oversized=oversized,
+                  fifo=fifo, directory=directory, dangling_link=dangling_link)
+    if os.geteuid() == 0:
+        things["device"] = device
+    return things
+
+
+def _snapshot(p):
+    st = os.lstat(p)
+    if stat.S_ISREG(st.st_mode):
+        return ("file", p.read_bytes(), st.st_mode, st.st_mtime_ns)
+    if stat.S_ISDIR(st.st_mode):
+        return ("dir", sorted(os.listdir(p)), st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        return ("link", os.readlink(p))
+    return ("other", st.st_mode, st.st_rdev, st.st_ino)
+
+
+@pytest.mark.parametrize("kind", ["text", "text_4096", "data", "zeros_4096", "oversized", "fifo", "directory",
+                                  "device", "dangling_link"])
+def test_foreign_things_are_refused_before_anything_is_written(tmp_path, kind):
+    things = _foreign_things(tmp_path)
+    if kind not in things:
+        pytest.skip("needs root for mknod")
     path = tmp_path / "seed"
-    path.write_bytes(b"q" * 100_000)
+    things[kind](path)
+    before = _snapshot(path)
+    pool = FakePool()
+    with pytest.raises(ForeignFile) as info:
+        load(path, pool)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "untouched" in message
+    assert pool.adds == [] and pool.reads == 0  # nothing mixed, nothing drawn, nothing written
+    assert _snapshot(path) == before
+    assert temps(tmp_path) == []
+
+
+def test_foreign_messages_say_what_is_there(tmp_path):
+    things = _foreign_things(tmp_path)
+    expected = {"text": "a text file", "data": "data of 1000 bytes", "oversized": "4097 bytes", "fifo": "a FIFO",
+                "directory": "a directory", "device": "a character device", "dangling_link": "symbolic link"}
+    for kind, words in expected.items():
+        if kind not in things:
+            continue
+        path = tmp_path / f"seed-{kind}"
+        things[kind](path)
+        with pytest.raises(ForeignFile, match=words):
+            load(path, FakePool())
+
+
+# ---------------------------------------------------------------- where the seed came from
+
+def test_seed_from_another_machine_is_mixed_not_credited_then_ours_is(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "prngd.seedfile")
+    path = tmp_path / "seed"
+    payload = make_seed(path, machine=ELSEWHERE)
+    raw = path.read_bytes()
+    pool = FakePool()
+    state = load(path, pool)  # on HERE: a clone of ELSEWHERE's disk
+    assert raw in pool.mixed() and payload in raw
+    assert state.loaded and state.credited_bits == 0 and pool.credited == 0
+    assert state.origin == "another machine" and "another machine" in state.note
+    records = seed_records(caplog)
+    assert len(records) == 1 and "not credited" in records[0].getMessage() and "another machine" in records[0].getMessage()
+    # replaced at once, bound to this machine, creditable: the next start credits it
+    new = parse(path.read_bytes())
+    assert new.fingerprint == HERE.fingerprint and new.credit
+    again = load(path, FakePool())
+    assert again.credited_bits == 256 and again.origin == "this machine" and again.note is None
+
+
+def test_older_prngd_seed_is_mixed_once_not_credited(tmp_path):
+    path = tmp_path / "seed"
+    path.write_bytes(seedfile.encode_v1(b"\x5a" * 512, True))
+    os.chmod(path, 0o600)
+    raw = path.read_bytes()
+    pool = FakePool()
+    state = load(path, pool)
+    assert raw in pool.mixed() and state.credited_bits == 0 and state.origin == "older prngd"
+    assert "older prngd" in state.note
+    new = parse(path.read_bytes())
+    assert new.version == 2 and new.fingerprint == HERE.fingerprint
+    assert load(path, FakePool()).credited_bits == 256
+
+
+def test_prngd_legacy_seed_is_migrated(tmp_path, caplog):
+    """PRNGD writes 4096 bytes of its generator's output and nothing else: `-s /etc/prngd-seed` migrates."""
+    caplog.set_level(logging.INFO, "prngd.seedfile")
+    path = tmp_path / "prngd-seed"
+    legacy = os.urandom(seedfile.PRNGD_SEED_SIZE)
+    path.write_bytes(legacy)
     os.chmod(path, 0o600)
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
-    assert state.loaded_bytes == seedfile.MAX_FILE_SIZE and pool.credited == 0
-    assert max(len(d) for d in pool.mixed()) <= seedfile.MAX_FILE_SIZE
+    state = load(path, pool)
+    assert legacy in pool.mixed() and state.credited_bits == 0 and pool.credited == 0
+    assert state.origin == "PRNGD" and "PRNGD" in state.note
+    assert [r.levelno for r in seed_records(caplog)] == [logging.INFO]
+    assert parse(path.read_bytes()).fingerprint == HERE.fingerprint
 
 
-def test_fifo_is_not_read(tmp_path):
+def test_unbound_seed_is_not_credited(tmp_path):
     path = tmp_path / "seed"
-    os.mkfifo(path, 0o600)
-    state = load_and_replace(str(path), FakePool())  # must not hang
-    assert not state.loaded and "not a regular file" in state.note
+    make_seed(path, machine=Identity(None))
+    state = load(path, FakePool())
+    assert state.credited_bits == 0 and state.origin == "no machine fingerprint"
+
+
+def test_machine_without_identity_never_credits(tmp_path):
+    nobody = Identity(None)
+    path = tmp_path / "seed"
+    make_seed(path)
+    state = load(path, FakePool(), nobody)
+    assert state.credited_bits == 0 and "nothing identifies this machine" in state.note
+    assert parse(path.read_bytes()).fingerprint is None  # written unbound
+    assert load(path, FakePool(), nobody).credited_bits == 0
+
+
+def test_trust_problem_wins_over_origin(tmp_path):
+    path = tmp_path / "seed"
+    make_seed(path, mode=0o644)
+    state = load(path, FakePool())
+    assert state.credited_bits == 0 and "0644" in state.note and state.origin == "this machine"
+
+
+def test_prngd_seed_recognition_takes_random_output_only():
+    assert all(seedfile.looks_like_prngd_seed(os.urandom(4096)) for _ in range(1000))
+    with open(sys.executable, "rb") as f:
+        binary = f.read(4096)
+    structured = {
+        "short random": os.urandom(4095),
+        "long random": os.urandom(4097),
+        "every byte value 16 times": bytes(range(256)) * 16,
+        "text": (b"Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 80)[:4096],
+        "zeros": bytes(4096),
+        "an executable": binary,
+        "random with a repeated half": os.urandom(2048) * 2,
+    }
+    for name, data in structured.items():
+        assert not seedfile.looks_like_prngd_seed(data), name
 
 
 def test_missing_directory_is_created_0700(tmp_path):
     path = tmp_path / "a" / "b" / "seed"
-    state = load_and_replace(str(path), FakePool())
+    state = load(path, FakePool())
     assert state.saves == 1 and parse(path.read_bytes())
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
@@ -292,7 +505,7 @@ def test_stale_temp_files_are_removed(tmp_path):
     stale.write_bytes(b"secret")
     other = tmp_path / ".other.1.deadbeef.tmp"
     other.write_bytes(b"not ours")
-    load_and_replace(str(path), FakePool())
+    load(path, FakePool())
     assert not stale.exists() and other.exists()
 
 
@@ -308,7 +521,7 @@ def test_credit_withheld_when_old_seed_cannot_be_replaced(tmp_path, monkeypatch,
 
     monkeypatch.setattr(seedfile.os, "rename", no_rename)
     pool = FakePool()
-    state = load_and_replace(str(path), pool)
+    state = load(path, pool)
     assert before in pool.mixed() and pool.credited == 0 and state.credited_bits == 0
     assert "could not be replaced" in state.note
     assert path.read_bytes() == before and temps(tmp_path) == []
@@ -367,7 +580,7 @@ def test_save_never_raises_when_directory_became_a_file(tmp_path, caplog):
     d = tmp_path / "dir"
     d.mkdir()
     path = d / "seed"
-    state = load_and_replace(str(path), FakePool())
+    state = load(path, FakePool())
     shutil.rmtree(d)
     d.write_text("not a directory")
     assert save(str(path), FakePool(), state) is False
@@ -384,7 +597,7 @@ def test_read_only_directory_as_unprivileged_user():
         os.mkdir(d)
         path = os.path.join(d, "seed")
         with open(path, "wb") as f:
-            f.write(encode(b"\x11" * 512, True))
+            f.write(encode(b"\x11" * 512, True, HERE.fingerprint))
         os.chmod(path, 0o600)
         os.chown(path, 65534, 65534)
         os.chown(d, 65534, 65534)
@@ -401,7 +614,7 @@ def test_read_only_directory_as_unprivileged_user():
                 logging.disable(logging.CRITICAL)
                 state = SeedState(path=path)
                 ok = save(path, FakePool(), state)
-                loaded = load_and_replace(path, FakePool())
+                loaded = load_and_replace(path, FakePool(), HERE)
                 os.write(w, json.dumps({"ok": ok, "state": state.as_dict(), "load": loaded.as_dict()}).encode())
                 os._exit(0)
             except BaseException:
@@ -434,7 +647,7 @@ def test_with_real_pool(tmp_path):
     for path in (a, b):
         pool = pool_mod.Pool(os_random=lambda n: bytes(n))  # no OS randomness: only seed + context
         assert not pool.seeded
-        state = load_and_replace(str(path), pool)
+        state = load(path, pool)
         assert state.credited_bits == 256 and pool.seeded
         assert parse(path.read_bytes()).credit
         outs.append(pool.read(64))
@@ -442,7 +655,7 @@ def test_with_real_pool(tmp_path):
     # an unseeded, uncredited start still replaces the seed, marked no-credit
     pool = pool_mod.Pool(os_random=lambda n: bytes(n))
     make_seed(a, credit=False)
-    load_and_replace(str(a), pool)
+    load(a, pool)
     assert not pool.seeded and parse(a.read_bytes()).credit is False
 
 
@@ -464,6 +677,6 @@ def test_the_new_seed_depends_on_the_old_one(tmp_path, monkeypatch, kernel_ready
         pool = Pool(os_random=lambda n: b"\x07" * n, clock=lambda: 0.0)
         if kernel_ready:
             pool.add("kernel", b"\x09" * 32, 256)
-        load_and_replace(str(d / "seed"), pool)
+        load(d / "seed", pool)
         written.append(parse((d / "seed").read_bytes()).payload)
     assert written[0] != written[1]

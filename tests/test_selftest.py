@@ -86,9 +86,10 @@ def test_self_tests_take_well_under_20_ms():
 
 def recompute_pinned_construction() -> bytes:
     """How selftest.PINNED_CONSTRUCTION is made, written independently of selftest.py:
-    a chacha20 Pool with tests' FakeRandom(b"pinned") and a clock at 0, fed three samples.
+    a chacha20 Pool with tests' FakeRandom(b"pinned") and every clock at 0, fed three samples.
     After an intended change to the construction, print this and re-pin both constants."""
-    p = pool.Pool(generator="chacha20", os_random=FakeRandom(b"pinned"), clock=FakeClock(0.0))
+    p = pool.Pool(generator="chacha20", os_random=FakeRandom(b"pinned"), clock=FakeClock(0.0),
+                  clocks=lambda: (0, 0, 0))
     p.add("pinned-a", b"0123456789abcdef" * 2, 128)
     p.add("pinned-b", bytes(range(48)), 200)
     p.add("pinned-c", b"uncredited", 0)

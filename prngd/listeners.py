@@ -1,0 +1,177 @@
+"""Listening sockets: bound (or taken from systemd) before anything else, closed at stop.
+
+A Unix socket replaces only a stale socket at its path, never a live one or
+anything that is not a socket, and never creates the directory it goes in;
+TCP listens on loopback unless told otherwise (EGD has no authentication).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from prngd import egd
+from prngd.config import Settings
+
+
+
+class StartupError(Exception):
+    """The daemon cannot start (socket busy, bad address...); the message is for the user."""
+
+
+@dataclass
+class Listener:
+    spec: str  # as the user wrote it, for messages
+    sock: socket.socket
+    path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
+    is_unix: bool
+
+
+
+
+def _unix_socket_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+# sun_path holds 108 bytes including the terminating NUL.
+UNIX_PATH_MAX = 107
+
+
+def bind_unix(path: str, mode: int) -> socket.socket:
+    """Bind a Unix stream socket at `path`, replacing a stale one, refusing a live one.
+
+    The directory must exist: a typo must not create a tree of directories.
+    """
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise StartupError(f"{path}: socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit "
+                           "of a Unix socket path")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise StartupError(f"cannot bind {path}: directory {parent} {what}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartupError(f"{path} exists and is not a socket; not replacing it")
+        if _unix_socket_in_use(path):
+            raise StartupError(f"{path}: another daemon is already serving on this socket")
+        os.unlink(path)  # stale: nobody answers on it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Bind under a umask that gives no more than `mode`, so the socket is never
+    # briefly wider open than asked; then set the exact mode.
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"cannot bind {path}: {e.strerror or e}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    sock.listen(socket.SOMAXCONN)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_tcp(address: egd.Address, allow_remote: bool) -> list[socket.socket]:
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(f"{address}: {e.strerror}") from None
+    socks = []
+    seen = set()
+    for family, type_, proto, _, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr[:2] in seen:
+            continue
+        seen.add(sockaddr[:2])
+        if not ipaddress.ip_address(sockaddr[0]).is_loopback and not allow_remote:
+            raise StartupError(f"{address} is not a loopback address; set allow_remote = yes to listen there")
+        s = socket.socket(family, type_, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as e:
+            s.close()
+            for other in socks:
+                other.close()
+            msg = "another daemon is already serving on this port" if e.errno == errno.EADDRINUSE else e.strerror
+            raise StartupError(f"{address}: {msg}") from None
+        s.listen(socket.SOMAXCONN)
+        s.setblocking(False)
+        socks.append(s)
+    if not socks:
+        raise StartupError(f"{address}: no usable address")
+    return socks
+
+
+def open_listeners(settings: Settings, inherited: list[socket.socket] | None = None) -> list[Listener]:
+    if inherited:
+        out = []
+        for s in inherited:
+            s.setblocking(False)
+            is_unix = s.family == socket.AF_UNIX
+            name = s.getsockname()
+            spec = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
+            out.append(Listener(spec or "<inherited>", s, None, is_unix))
+        return out
+    out: list[Listener] = []
+    seen: dict = {}
+    try:
+        for spec in settings.resolved_sockets():
+            try:
+                address = egd.parse_address(spec)
+            except ValueError as e:
+                raise StartupError(str(e)) from None
+            key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
+            if key in seen:
+                also = f" (also as {seen[key]})" if seen[key] != spec else ""
+                raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
+            seen[key] = spec
+            if address.is_unix:
+                sock = bind_unix(address.path, settings.socket_mode)
+                out.append(Listener(spec, sock, address.path, True))
+            else:
+                try:
+                    socks = bind_tcp(address, settings.allow_remote)
+                except StartupError:
+                    # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
+                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
+                    if mine:
+                        raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
+                                           "name each socket once") from None
+                    raise
+                for sock in socks:
+                    out.append(Listener(spec, sock, None, False))
+    except BaseException:
+        close_listeners(out)
+        raise
+    return out
+
+
+def close_listeners(listeners: list[Listener]) -> None:
+    for lst in listeners:
+        lst.sock.close()
+        if lst.path:
+            try:
+                os.unlink(lst.path)
+            except OSError:
+                pass
