@@ -32,6 +32,7 @@ import logging
 import math
 import select
 import socket
+import struct
 import time
 
 import trio
@@ -57,6 +58,9 @@ EPOLLHUP_ERR = select.EPOLLHUP | select.EPOLLERR
 # Connections' descriptors stay in blocking mode: every recv and send passes
 # this flag instead, which spares an ioctl per new connection.
 DONTWAIT = socket.MSG_DONTWAIT
+# Plain ints: the socket module's enums cost a conversion per new connection.
+AF_UNIX, SOCK_STREAM = int(socket.AF_UNIX), int(socket.SOCK_STREAM)
+UCRED = struct.Struct("=iii")  # struct ucred: pid, uid, gid (uid read signed, as before)
 
 
 class Counters:
@@ -100,10 +104,10 @@ class RateLimitedLog:
 
 def peer_uid(sock: socket.socket) -> int | None:
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
     except OSError:
         return None
-    return int.from_bytes(creds[4:8], "little", signed=True) if len(creds) >= 8 else None
+    return UCRED.unpack(creds)[1] if len(creds) == UCRED.size else None
 
 
 def describe_peer(peer) -> str:
@@ -569,11 +573,12 @@ class Driver:
         # socket.accept() wraps each new descriptor in a socket.socket, whose
         # enum conversions cost a tenth of a new-connection client's time;
         # the C-level socket it is built on serves us as well.
-        accept, family = sock._accept, sock.family
+        accept = sock._accept
+        family = AF_UNIX if lst.is_unix else int(sock.family)
         for _ in range(ACCEPT_BURST):
             try:
                 fd, addr = accept()
-                csock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                csock = _socket.socket(family, SOCK_STREAM, 0, fd)
             except BlockingIOError:
                 return
             except ConnectionAbortedError:
@@ -623,7 +628,10 @@ class Driver:
         self._ep.register(conn.fd, EPOLLIN)
         # A connection-per-request client (OpenSSL, OpenSSH) has usually sent
         # its request already: answer it now rather than after a turn.
-        self._event(conn, EPOLLIN, now)
+        try:
+            self._readable(conn, now)
+        except Exception:
+            self._bug(conn)
         return True
 
     def _catch_up(self, now: float) -> None:
