@@ -175,9 +175,13 @@ def encode_entropy_level(bits: int) -> bytes:
     return min(max(bits, 0), 0xFFFFFFFF).to_bytes(4, "big")
 
 
+# The count bytes, made once: bytes((n,)) builds a tuple and parses it per reply.
+_COUNT = tuple(bytes((n,)) for n in range(256))
+
+
 def encode_nonblocking(data: bytes) -> bytes:
     """Count byte and data, in one buffer: Postfix's tlsmgr reads both with one read."""
-    return bytes((len(data),)) + data
+    return _COUNT[len(data)] + data
 
 
 def encode_pid(pid: int | None = None) -> bytes:
