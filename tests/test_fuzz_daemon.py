@@ -27,7 +27,7 @@ import os
 import random
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -117,6 +117,7 @@ class Fuzzer:
         self.inputs = 0  # requests and malformed chunks queued
         self.opened = 0
         self.seen: set[bytes] = set()
+        self.stats: Counter = Counter()  # what the run did, for its report
 
     # ------------------------------------------------------------ connections
 
@@ -140,6 +141,7 @@ class Fuzzer:
 
     def abandon(self, conn: Conn) -> None:
         """Vanish without reading, possibly mid-request: the daemon must not care."""
+        self.stats["abandoned"] += 1
         self._drop(conn)
 
     def writable(self) -> list[Conn]:
@@ -180,12 +182,13 @@ class Fuzzer:
             chunk = bytes(conn.outbox[:size])
             try:
                 conn.sock.sendall(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                if not conn.bad_byte_sent:
-                    raise
+            except OSError as e:
+                if not (conn.bad_byte_sent and isinstance(e, (BrokenPipeError, ConnectionResetError))):
+                    self._fail(conn, f"sending {len(chunk)} bytes: {e!r}")
                 # The daemon closed after the unknown byte: the rest is not for it.
                 del conn.outbox[:]
                 return
+            self.stats["writes"] += 1
             del conn.outbox[:size]
             conn.sent += len(chunk)
             while conn.items and conn.items[0][0] <= conn.sent:
@@ -249,6 +252,8 @@ class Fuzzer:
                 self._fresh(conn, reply[1:])
             else:
                 self._fresh(conn, reply)
+        self.stats["replies"] += len(conn.due)
+        self.stats["reply_bytes"] += want
         conn.due.clear()
         conn.due_bytes = 0
         if conn.bad_byte_sent:
@@ -273,6 +278,7 @@ class Fuzzer:
             self._fail(conn, f"no EOF: {e!r}")
         if extra:
             self._fail(conn, f"{len(extra)} bytes beyond every reply due: {extra[:16].hex()}")
+        self.stats["closed_by_unknown_command" if conn.doomed else "closed_gracefully"] += 1
         self._drop(conn)
 
     def check(self, conn: Conn) -> None:
@@ -303,9 +309,12 @@ class Fuzzer:
 
 
 def sizes_for(kind: str, arg, outbox_len: int) -> list[int]:
-    """How the next bytes go out: all in one write, one byte per send, or chosen chunks."""
+    """How the next bytes go out: all in one write, all but the last few (a request cut
+    inside its header or data), one byte per send, or chosen chunks."""
     if kind == "all":
         return [outbox_len]
+    if kind == "cut":
+        return [outbox_len - arg] if outbox_len > arg else []
     if kind == "slow":
         return [1] * min(arg, outbox_len)
     return list(arg)
@@ -335,6 +344,7 @@ requests_st = st.one_of(
 )
 sizes_st = st.one_of(
     st.tuples(st.just("all"), st.none()),
+    st.tuples(st.just("cut"), st.integers(1, 5) | st.integers(6, 260)),
     st.tuples(st.just("slow"), st.integers(1, 40)),
     st.tuples(st.just("chunks"), st.lists(st.integers(1, 300), min_size=1, max_size=6)),
 )
@@ -448,9 +458,11 @@ def random_request(rng: random.Random):
 
 
 def random_sizes(rng: random.Random, outbox_len: int) -> list[int]:
-    kind = rng.choices(("all", "slow", "chunks"), (6, 1, 3))[0]
+    kind = rng.choices(("all", "cut", "slow", "chunks"), (5, 2, 1, 3))[0]
     if kind == "all":
         return sizes_for("all", None, outbox_len)
+    if kind == "cut":
+        return sizes_for("cut", rng.randrange(1, 6) if rng.random() < 0.7 else rng.randrange(6, 261), outbox_len)
     if kind == "slow":
         return sizes_for("slow", rng.randrange(1, 41), outbox_len)
     return sizes_for("chunks", [rng.randrange(1, 301) for _ in range(rng.randrange(1, 7))], outbox_len)
@@ -531,9 +543,11 @@ def test_fuzz_daemon_long(fuzz_target, capsys):
     rss_end = vm_rss_kib(fuzz_target.pid) if alive else -1
     report = (f"fuzz: seed {seed}, {fz.inputs} inputs over {fz.opened} connections in {duration:.0f} s, "
               f"{len(errors)} framing errors, daemon {'alive' if alive else 'DEAD'}, "
-              f"VmRSS {rss_start} kB -> {rss_end} kB ({(rss_end - rss_start) / 1024:+.1f} MB)")
+              f"VmRSS {rss_start} kB -> {rss_end} kB ({(rss_end - rss_start) / 1024:+.1f} MB)\n"
+              + ", ".join(f"{k} {v}" for k, v in sorted(fz.stats.items())))
     with capsys.disabled():
         print("\n" + report)
     assert not errors, report + "\n" + "\n".join(errors[:20])
     assert alive, report
     assert rss_end - rss_start < 20 * 1024, report
+    assert "Traceback" not in fuzz_target.log(), fuzz_target.log()
