@@ -98,6 +98,7 @@ class Conn:
         self.doomed = False  # an unknown command byte is queued: the daemon closes after it
         self.garbage = False  # bytes follow it (the daemon may close with them unread)
         self.bad_byte_sent = False
+        self.peer_closed = False  # a send after the unknown byte found the connection closed
         self.partial_since = None  # long driver: the step its unsent bytes began to wait
 
 
@@ -173,22 +174,35 @@ class Fuzzer:
         self.inputs += 1
 
     def send(self, conn: Conn, sizes) -> None:
-        """Send the outbox's next bytes in writes of these sizes (what is left stays queued)."""
-        for size in sizes:
+        """Send the outbox's next bytes in writes of these sizes (what is left stays queued).
+
+        A write whose replies would pass UNREAD_LIMIT is split at a request
+        boundary, and what is due is read first: the daemon stops reading
+        while its replies do not fit in the socket buffers, and so would we.
+        """
+        sizes = deque(sizes)
+        while sizes:
+            size = sizes.popleft()
             if not conn.outbox or conn not in self.conns:
                 return
-            if conn.due_bytes > UNREAD_LIMIT and not conn.bad_byte_sent:
+            fits, owed = self._fitting(conn, size)
+            if fits < size:
+                sizes.appendleft(size - fits)
+                size = fits
+            if conn.due_bytes + owed > UNREAD_LIMIT and not conn.bad_byte_sent:
                 self.read_due(conn)
             chunk = bytes(conn.outbox[:size])
             try:
-                conn.sock.sendall(chunk)
+                if not conn.peer_closed:
+                    conn.sock.sendall(chunk)
+                    self.stats["writes"] += 1
             except OSError as e:
                 if not (conn.bad_byte_sent and isinstance(e, (BrokenPipeError, ConnectionResetError))):
                     self._fail(conn, f"sending {len(chunk)} bytes: {e!r}")
-                # The daemon closed after the unknown byte: the rest is not for it.
-                del conn.outbox[:]
-                return
-            self.stats["writes"] += 1
+                # The daemon closed after the unknown byte: the rest is not for
+                # it.  The model goes on as if sent, so that what happens next
+                # does not depend on when the daemon closed (hypothesis replays).
+                conn.peer_closed = True
             del conn.outbox[:size]
             conn.sent += len(chunk)
             while conn.items and conn.items[0][0] <= conn.sent:
@@ -200,6 +214,19 @@ class Fuzzer:
                 else:
                     conn.due.append(shape)
                     conn.due_bytes += shape[1]
+
+    def _fitting(self, conn: Conn, size: int) -> tuple[int, int]:
+        """How much of a `size`-byte write to send (at least one request) and the reply bytes it makes due."""
+        end = conn.sent + size
+        owed = 0
+        for item_end, shape in conn.items:
+            if item_end > end:
+                break
+            reply = shape[1] if shape else 0
+            if owed and owed + reply > UNREAD_LIMIT:
+                return item_end - 1 - conn.sent, owed  # stop one byte short of this request's end
+            owed += reply
+        return size, owed
 
     def send_all(self, conn: Conn) -> None:
         self.send(conn, [len(conn.outbox)])
