@@ -1,13 +1,17 @@
 """Stateful fuzzing of a real daemon over its sockets, against a model of the replies it owes.
 
-One `python -m prngd` process serves a Unix socket and a loopback TCP port.  A
-few client connections send random interleavings of valid requests (whole,
-pipelined, split at random points between other connections' traffic, one byte
-per send), unknown command bytes and abrupt closes.  The model knows, for every
-connection, the shape of each reply due (only what the wire promises: README
-"The protocol as prngd serves it") and checks the framing exactly: every byte
-due arrives, in order, with the right shape, and nothing more (a `04` is sent
-as a delimiter before each check, and a graceful close must end in EOF).
+One `python -m prngd` process per test serves a Unix socket and a loopback TCP
+port; each example opens fresh connections on it (at most MAX_OPEN at once).
+They send random interleavings of valid requests (whole, pipelined in one
+write, cut inside a header or data and finished later between other
+connections' traffic, one byte per send), unknown command bytes (after valid
+requests, sometimes with bytes after them) and abrupt closes.  The model
+knows, for every connection, the shape of each reply due (only what the wire
+promises: README "The protocol as prngd serves it") and checks the framing
+exactly: every byte due arrives, in order, with the right shape (04 the
+daemon's pid, 00 within 1..pool_bits, 01's count byte N), and nothing more (a
+`04` is sent as a delimiter before each check, and a graceful close must end
+in EOF).  Random replies of 16 bytes or more must never repeat.
 
 - `test_fuzz_daemon_stateful` (CI): a hypothesis RuleBasedStateMachine, a few
   hundred examples against one daemon.
@@ -48,7 +52,7 @@ external_commands = no
 
 MAX_OPEN = 16  # a per-uid connection share is coming: stay well inside it
 UNREAD_LIMIT = 32 * 1024  # read before more replies pile up: the daemon stops reading while its sends block
-REPLY_TIMEOUT = 5.0  # a blocking read that takes longer counts as missing bytes (a failure shrinks in steps this long)
+REPLY_TIMEOUT = 10.0  # a blocking read that takes longer counts as missing bytes (as conftest.connect waits)
 FRESH_PREFIX = 16  # random replies this long or longer must never repeat
 
 # Reply shapes the model expects (None: the request has no reply).
