@@ -233,7 +233,15 @@ def _conv_opt_str(v: str) -> str | None:
     return "" if v.lower() == "none" else v
 
 
-_CONVERTERS = {bool: _conv_bool, int: lambda v: int(v.strip(), 0), float: lambda v: float(v.strip())}
+def _conv_int(v: str) -> int:
+    v = v.strip()
+    try:
+        return int(v, 0)  # 0x1000 as well as 4096
+    except ValueError:
+        return int(v, 10)  # 0256 is 256, as a person writing it means
+
+
+_CONVERTERS = {bool: _conv_bool, int: _conv_int, float: lambda v: float(v.strip())}
 
 _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid",

@@ -35,6 +35,8 @@ import stat
 import time
 from dataclasses import dataclass
 
+from prngd import filekind
+
 log = logging.getLogger("prngd.exchange")
 
 EXCHANGE_SIZE = 1024
@@ -92,10 +94,7 @@ class ExchangeState:
 def _refusal(st: os.stat_result) -> str | None:
     """Why a file with this stat is not an exchange file, or None if it is one."""
     if not stat.S_ISREG(st.st_mode):
-        kind = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
-                stat.S_IFLNK: "a symbolic link"}.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        return f"is {kind}"
+        return f"is {filekind.describe(st.st_mode)}"
     if st.st_nlink != 1:
         return f"has {st.st_nlink} hard links"
     if st.st_size not in (0, EXCHANGE_SIZE):

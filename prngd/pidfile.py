@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+from prngd import filekind
 from prngd.listeners import StartupError
 
 
@@ -25,7 +26,7 @@ def _pidfile_pid(path: str) -> int | None:
     except OSError as e:
         raise StartupError(f"pidfile {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise StartupError(f"pidfile {path} exists and is {_file_kind(st)}, not a pidfile; not replacing it")
+        raise StartupError(f"pidfile {path} exists and is {filekind.describe(st.st_mode)}, not a pidfile; not replacing it")
     if st.st_size > PIDFILE_MAX:
         raise StartupError(f"pidfile {path} exists and holds {st.st_size} bytes, not a pid; not replacing it")
     try:
@@ -37,16 +38,6 @@ def _pidfile_pid(path: str) -> int | None:
     if not body.strip(b" ").isdigit():
         raise StartupError(f"pidfile {path} exists and does not hold a pid line; not replacing it")
     return int(body)
-
-
-def _file_kind(st: os.stat_result) -> str:
-    mode = st.st_mode
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def write_pidfile(path: str) -> None:

@@ -70,6 +70,8 @@ from dataclasses import dataclass
 
 from Crypto.Hash import BLAKE2b
 
+from prngd import filekind
+
 log = logging.getLogger("prngd.seedfile")
 
 MAGIC = b"PRNGSEED"
@@ -232,14 +234,6 @@ def _read_bounded(fd: int, limit: int) -> bytes:
     return bytes(buf)
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def looks_like_prngd_seed(raw: bytes) -> bool:
     """Whether `raw` is what the original PRNGD writes: exactly 4096 bytes of generator output.
 
@@ -294,7 +288,7 @@ def _identify(path: str) -> tuple[bytes | None, os.stat_result | None]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _foreign(path, f"it is {_kind(st.st_mode)}, not a seed file")
+            raise _foreign(path, f"it is {filekind.describe(st.st_mode)}, not a seed file")
         if st.st_size > MAX_FILE_SIZE:
             raise _foreign(path, f"it holds {st.st_size} bytes, more than any seed file ({MAX_FILE_SIZE} at most)")
         raw = _read_bounded(fd, MAX_FILE_SIZE + 1)

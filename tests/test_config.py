@@ -120,3 +120,8 @@ def test_default_paths(monkeypatch):
     assert config.default_socket() == "/run/user/1000/egd-pool"
     assert config.default_seedfile() == "/home/u/.state/prngd/seed"
     assert config.admin_socket_for("/run/user/1000/egd-pool") == "/run/user/1000/egd-pool.admin"
+
+
+def test_whole_numbers_take_leading_zeros_and_hex():
+    parsed = config.parse_ini("[pool]\npool_bits = 0256\nreseed_bits = 0x100\n")
+    assert parsed["pool_bits"] == 256 and parsed["reseed_bits"] == 256

@@ -461,9 +461,13 @@ def test_detached_with_relative_paths_serves_reloads_and_stops(short_dir):
         log = (sub / "rel.log").read_text()
         assert f"serving on {sub}/SOCK" in log  # the start line, with the absolute path, in the one log
         assert len(egd_read(str(sub / "SOCK"), 32)) == 32
+        # The exchange file is written by the updater's first turn, which may come just after
+        # the daemon says it serves: its count in the status is the event.
+        deadline = time.monotonic() + 20
+        while not ((status := json.loads(prngd("status", "--json", "./SOCK", cwd=sub).stdout))["exchange"] or {}).get("updates"):
+            assert time.monotonic() < deadline, status["exchange"]
         assert (sub / "rel.exch").stat().st_size == 1024  # the relative exchange file, beside the config
         assert not Path("/SOCK").exists() and not Path("/rel.exch").exists()
-        status = json.loads(prngd("status", "--json", "./SOCK", cwd=sub).stdout)
         assert status["pid"] == pid and status["connections"]["max"] == 50
         (sub / "rel.conf").write_text(ini({**QUIET, "prngd": {"max_connections": "60"}}))
         os.kill(pid, signal.SIGHUP)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, connect, egd_entropy, egd_read, recv_exact
-from prngd import privileges, seedfile
+from prngd import identity, privileges, seedfile
 
 NOBODY = pwd.getpwnam("nobody")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -54,7 +54,9 @@ def drop_out_dir(open_dir: Path) -> Path:
 def test_user_nobody_runs_as_nobody_and_saves_its_seed(start_daemon, open_dir):
     seed = open_dir / "seeds" / "seed"
     seed.parent.mkdir(mode=0o700)
-    old = seedfile.encode(os.urandom(seedfile.SEED_BYTES), credit=True)
+    # Bound to this machine as root sees it: the daemon reads its identity before the drop.
+    old = seedfile.encode(os.urandom(seedfile.SEED_BYTES), credit=True,
+                          fingerprint=identity.machine_identity().fingerprint)
     seed.write_bytes(old)
     os.chmod(seed, 0o600)
     pidfile = open_dir / "prngd.pid"
