@@ -90,30 +90,28 @@ class Decoder:
     `ProtocolError`; the decoder is unusable after that.
     """
 
-    __slots__ = ("_buf", "_pos", "_broken")
+    __slots__ = ("_buf", "_pos", "_broken", "pending")
 
     def __init__(self) -> None:
         self._buf = b""
         self._pos = 0
         self._broken = False
+        # Bytes held and not yet decoded (0 when the decoder is between
+        # requests): an attribute kept up to date rather than a property, as
+        # the server asks after every read.
+        self.pending = 0
 
     def feed(self, data: bytes) -> None:
         if self._broken:
             raise ProtocolError("decoder used after a protocol error")
-        if self._pos:
-            # Drop what has been decoded, so the buffer holds at most one
+        if self.pending:
+            # Keep only the undecoded rest, so the buffer holds at most one
             # incomplete request plus the new chunk.
             self._buf = self._buf[self._pos:] + data
-            self._pos = 0
-        elif self._buf:
-            self._buf += data
         else:
-            self._buf = data
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete request held (0 when the decoder is between requests)."""
-        return len(self._buf) - self._pos
+            self._buf = data  # the common case: everything before was decoded; no copy
+        self._pos = 0
+        self.pending = len(self._buf)
 
     def __iter__(self) -> Iterator[Request]:
         return self
@@ -126,30 +124,30 @@ class Decoder:
 
     def next_request(self) -> Request | None:
         """The next complete request, or None when more bytes are needed."""
+        avail = self.pending
+        if not avail:
+            return None  # checked first: every read ends with this call
         buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
-        if avail <= 0:
-            return None
         cmd = buf[pos]
         if cmd == READ_BLOCKING or cmd == READ_NONBLOCKING:
             if avail < 2:
                 return None
             self._pos = pos + 2
+            self.pending = avail - 2
             return (_BLOCKING if cmd == READ_BLOCKING else _NONBLOCKING)[buf[pos + 1]]
-        if cmd == GET_ENTROPY_LEVEL:
+        if cmd == GET_ENTROPY_LEVEL or cmd == GET_PID:
             self._pos = pos + 1
-            return _ENTROPY_LEVEL
-        if cmd == GET_PID:
-            self._pos = pos + 1
-            return _GET_PID
+            self.pending = avail - 1
+            return _ENTROPY_LEVEL if cmd == GET_ENTROPY_LEVEL else _GET_PID
         if cmd == WRITE_ENTROPY:
             if avail < 4:
                 return None
-            length = buf[pos + 3]
-            if avail < 4 + length:
+            size = 4 + buf[pos + 3]
+            if avail < size:
                 return None
-            self._pos = pos + 4 + length
-            return WriteEntropy((buf[pos + 1] << 8) | buf[pos + 2], bytes(buf[pos + 4:pos + 4 + length]))
+            self._pos = pos + size
+            self.pending = avail - size
+            return WriteEntropy((buf[pos + 1] << 8) | buf[pos + 2], bytes(buf[pos + 4:pos + size]))
         self._broken = True
         raise ProtocolError(f"unknown command byte 0x{cmd:02x}")
 
@@ -177,9 +175,13 @@ def encode_entropy_level(bits: int) -> bytes:
     return min(max(bits, 0), 0xFFFFFFFF).to_bytes(4, "big")
 
 
+# The count bytes, made once: bytes((n,)) builds a tuple and parses it per reply.
+_COUNT = tuple(bytes((n,)) for n in range(256))
+
+
 def encode_nonblocking(data: bytes) -> bytes:
     """Count byte and data, in one buffer: Postfix's tlsmgr reads both with one read."""
-    return bytes((len(data),)) + data
+    return _COUNT[len(data)] + data
 
 
 def encode_pid(pid: int | None = None) -> bytes:

@@ -84,6 +84,9 @@
 # Entropy accounting (the estimate EGD command 0x00 reports) is an estimate
 # only: raised by credits, capped at pool_bits, lowered by 8 bits per byte
 # read, and never below floor_bits once seeded, so the pool never "runs dry".
+# A read only counts its bytes; the estimate is brought up to date when it is
+# asked for or changed (lowering by a sum and flooring once is the same as
+# lowering and flooring read by read, while the floor stays put).
 #
 # Erasure in Python. Long-lived secrets (the key, the buffer, DRBG K and V)
 # live in bytearrays overwritten in place; the code says where. Temporary
@@ -497,6 +500,7 @@ class Pool:
         "_floor_bits",
         "_floor",
         "_entropy",
+        "_settled_at",
         "_seed_bits",
         "_reseed_bits",
         "_interval",
@@ -556,7 +560,8 @@ class Pool:
         self._cap = float(pool_bits)
         self._floor_bits = float(floor_bits)
         self._floor = 0.0  # floor_bits once seeded
-        self._entropy = 0.0
+        self._entropy = 0.0  # the estimate when _bytes_out was _settled_at
+        self._settled_at = 0
         self._seed_bits = seed_bits
         self._reseed_bits = reseed_bits
         self._interval = float(reseed_interval)
@@ -585,7 +590,7 @@ class Pool:
         """Mix a sample in; credit clamp(bits, 0, 8*len(data)). May reseed."""
         credit = self._acc.add(source, data, bits)
         if credit:
-            self._entropy = min(self._cap, self._entropy + credit)
+            self._entropy = min(self._cap, self._settle() + credit)
         if not self._seeded:
             if self._acc.credited_total >= self._seed_bits:
                 self._become_seeded()
@@ -595,8 +600,9 @@ class Pool:
     def _become_seeded(self) -> None:
         # Reseed at once so that the key includes the material that made us seeded.
         self._seeded = True
+        entropy = self._settle()  # the reads so far, under the old floor
         self._floor = self._floor_bits
-        self._entropy = max(self._entropy, self._floor)
+        self._entropy = max(entropy, self._floor)
         self._reseed()
         if self.on_seeded is not None:
             self.on_seeded()
@@ -610,10 +616,15 @@ class Pool:
         if self._clock() >= self._next_reseed_at:
             self._reseed()
         out = self._gen_read(n)
-        entropy = self._entropy - 8 * n
-        self._entropy = entropy if entropy > self._floor else self._floor
-        self._bytes_out += n
+        self._bytes_out += n  # the estimate follows in _settle()
         return out
+
+    def _settle(self) -> float:
+        """The estimate now: lowered by 8 bits per byte read since the last settling, floored."""
+        entropy = self._entropy - 8 * (self._bytes_out - self._settled_at)
+        self._entropy = entropy = entropy if entropy > self._floor else self._floor
+        self._settled_at = self._bytes_out
+        return entropy
 
     # -- reseeding --------------------------------------------------------
 
@@ -696,7 +707,7 @@ class Pool:
 
     @property
     def entropy_bits(self) -> int:
-        return int(self._entropy)
+        return int(self._settle())
 
     @property
     def seeded(self) -> bool:
@@ -713,7 +724,7 @@ class Pool:
         return {
             "generator": self._gen.name,
             "seeded": self._seeded,
-            "entropy_bits": int(self._entropy),
+            "entropy_bits": int(self._settle()),
             "reseeds": self._reseeds,
             "bytes_out": self._bytes_out,
             "credited_bits_total": acc.credited_total,
