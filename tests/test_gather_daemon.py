@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
-import pytest
 
 from conftest import egd_entropy, egd_read, gone
 from prngd import admin
