@@ -441,11 +441,25 @@ class Driver:
         if not data:
             self.close(conn)
             return
-        conn.receive(data, now)
-        if conn.backlog:
-            self._flush(conn, now)  # more requests wait behind a full queue
-            return
         out = conn.out
+        cmd = data[0]
+        if len(data) == 2 and (cmd == 2 or cmd == 1) and data[1] and self.seeded and not out \
+                and not conn.decoder.pending:
+            # A lone read between requests, nothing queued: nearly every
+            # request there is.  Answered here, as Connection.answer would,
+            # without the decoder's round trip (a tenth of the daemon's time).
+            n = data[1]
+            counters = self.counters
+            counters.requests[cmd] += 1
+            counters.bytes_served += n
+            out.append(self.pool.read(n) if cmd == 2 else encode_nonblocking(self.pool.read(n)))
+            if conn.deadline != INF or self.idle_timeout:
+                conn.set_deadline(now)
+        else:
+            conn.receive(data, now)
+            if conn.backlog:
+                self._flush(conn, now)  # more requests wait behind a full queue
+                return
         if out:
             # Inline, the common case: one read, its replies in one send.
             data = out[0] if len(out) == 1 else b"".join(out)

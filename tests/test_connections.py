@@ -458,3 +458,45 @@ def test_idle_timeout_closes_an_idle_connection_silently(start_daemon):
         assert 0.4 < time.monotonic() - started < 5
     assert len(egd_read(d.socket, 8)) == 8
     assert "closing connection" not in d.log()  # an idle close is not an error
+
+
+@pytest.mark.parametrize("idle_timeout", [0.0, 30.0])
+def test_the_drivers_shortcut_for_a_lone_read_answers_as_the_state_machine_does(idle_timeout):
+    """Driver._readable answers a lone `01 n`/`02 n` itself; replies, counters and deadlines match
+    Connection.receive's, including a read whose first byte came in an earlier chunk."""
+    import select
+
+    # b"\x01\x02" after a lone b"\x02" is `02 01` and half of the next read, not a `01 02`.
+    chunks = [b"\x02\xff", b"\x01\x20", b"\x02\x00", b"\x01\x00", b"\x00", b"\x02", b"\x01\x02", b"\x07",
+              b"\x01\x07", b"\x02\x01", b"\x04\x02\x03"]
+    reference = make_conn(idle_timeout=idle_timeout)
+    driver = Driver(Settings(idle_timeout=idle_timeout), CountingPool(), Counters(), b"\x0c" + b"%12d" % 4242)
+    driver.seeded = True
+    driver._ep = select.epoll()
+    ours, theirs = socket.socketpair()
+    try:
+        conn = Connection(driver, ours, 1000, True)
+        driver.conns[conn.fd] = conn
+        driver.held_by[1000] = 1
+        driver.counters.current = 1
+        driver._ep.register(conn.fd, EPOLLIN)
+        for i, chunk in enumerate(chunks):
+            now = 100.0 + i
+            reference.receive(chunk, now)
+            want = drain(reference)
+            theirs.sendall(chunk)
+            driver._readable(conn, now)
+            got = b""
+            while len(got) < len(want):
+                got += theirs.recv(4096)
+            assert got == want, f"chunk {i} {chunk.hex()}"
+            assert (conn.deadline, conn.in_request) == (reference.deadline, reference.in_request), f"chunk {i}"
+        assert driver.counters.requests == reference.driver.counters.requests
+        assert driver.counters.bytes_served == reference.driver.counters.bytes_served
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            theirs.recv(1)  # nothing more than the reference's replies
+    finally:
+        theirs.close()
+        driver.close(conn)
+        driver._ep.close()
