@@ -635,8 +635,6 @@ class Driver:
             self.refusals.warning("refusing connection from %s: it holds %d of its %d (max_connections_per_uid)",
                                   describe_peer(peer), held, self.share)
             return False
-        if not is_unix:
-            csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self, csock, peer, is_unix)
         self.held_by[peer] = held + 1
         counters.current += 1

@@ -500,3 +500,22 @@ def test_the_drivers_shortcut_for_a_lone_read_answers_as_the_state_machine_does(
         theirs.close()
         driver.close(conn)
         driver._ep.close()
+
+
+def test_tcp_connections_are_accepted_with_nagle_off_bound_or_inherited():
+    """TCP_NODELAY is set once on the listener (bound by us, or handed over by systemd) and every accepted socket has it."""
+    from prngd.egd import parse_address
+    from prngd.listeners import bind_tcp, open_listeners
+
+    bound = bind_tcp(parse_address(f"127.0.0.1:{free_tcp_port()}"), False)
+    handed = socket.socket()
+    handed.bind(("127.0.0.1", 0))
+    handed.listen()
+    inherited = [lst.sock for lst in open_listeners(Settings(), [handed])]
+    for listener in bound + inherited:
+        listener.setblocking(True)
+        client = socket.create_connection(listener.getsockname()[:2])
+        accepted, _ = listener.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        for s in (accepted, client, listener):
+            s.close()
