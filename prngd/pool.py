@@ -122,6 +122,9 @@ __all__ = [
 KEY_SIZE = 32
 CHACHA20_NONCE = bytes(12)
 
+# Zeros for the served bytes of a read of up to 255 (every EGD read), without a slice per read.
+_ZEROS = tuple(bytes(n) for n in range(256))
+
 _LABEL_INIT = b"prngd pool init"
 _LABEL_RESEED = b"prngd pool reseed"
 _LABEL_FORK = b"prngd pool fork"
@@ -300,9 +303,9 @@ class ChaCha20Generator:
         pos = self._pos
         end = pos + n
         if pos <= end <= self._size:
-            view = self._view
-            out = view[pos:end].tobytes()
-            view[pos:end] = self._zeros[:n]  # served bytes are erased as they leave
+            served = self._view[pos:end]
+            out = served.tobytes()
+            served[:] = _ZEROS[n] if n < 256 else self._zeros[:n]  # served bytes are erased as they leave
             self._pos = end
             return out
         return self._read_slow(n)
