@@ -485,7 +485,9 @@ def test_the_drivers_shortcut_for_a_lone_read_answers_as_the_state_machine_does(
             reference.receive(chunk, now)
             want = drain(reference)
             theirs.sendall(chunk)
-            driver._readable(conn, now)
+            reply = driver._readable(conn, now)
+            if reply is not None:
+                driver._send(conn, reply)
             got = b""
             while len(got) < len(want):
                 got += theirs.recv(4096)
@@ -519,3 +521,50 @@ def test_tcp_connections_are_accepted_with_nagle_off_bound_or_inherited():
         assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         for s in (accepted, client, listener):
             s.close()
+
+
+async def test_a_turns_replies_leave_together_and_a_short_send_queues_the_rest(tmp_path):
+    """More ready clients than SEND_BATCH in one turn: each gets exactly its reply; one that reads
+    nothing until it has asked for more than the kernel holds gets every byte, in order."""
+    import trio
+
+    from prngd.connections import SEND_BATCH
+    from prngd.listeners import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    class NumberedPool(CountingPool):
+        """Each reply starts with its number: which read made it, and in what order each client got them."""
+
+        def read(self, n: int) -> bytes:
+            self.served += 1
+            return (self.served - 1).to_bytes(4, "big") + bytes(n - 4)
+
+    driver = Driver(Settings(), NumberedPool(), Counters(), b"")
+    owed = 1000 * 255  # to the slow client: more than a Unix socket's send buffer (~208 KiB)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            clients = []
+            for _ in range(3 * SEND_BATCH + 1):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(path)
+                s.sendall(b"\x00")
+                clients.append(s)
+            for s in clients:  # answered, so accepted: the reads below come in the driver's turns
+                assert await trio.to_thread.run_sync(recv_exact, s, 4) == (300).to_bytes(4, "big")
+            slow = clients.pop()
+            for s in clients:
+                s.sendall(b"\x02\xff")
+            slow.sendall(b"\x02\xff" * (owed // 255))
+            got = [await trio.to_thread.run_sync(recv_exact, s, 255) for s in clients]
+            rest = await trio.to_thread.run_sync(recv_exact, slow, owed)
+            nursery.cancel_scope.cancel()
+    numbers = [int.from_bytes(reply[:4], "big") for reply in got]
+    slow_numbers = [int.from_bytes(rest[i:i + 4], "big") for i in range(0, owed, 255)]
+    assert slow_numbers == sorted(slow_numbers)  # in the order asked
+    assert sorted(numbers + slow_numbers) == list(range(len(clients) + owed // 255))  # each reply once
+    assert driver.counters.requests[2] == len(clients) + owed // 255
+    for s in clients + [slow]:
+        s.close()
+    listener.sock.close()
