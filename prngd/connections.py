@@ -2,7 +2,8 @@
 
 A connection is a `Connection`: the sans-IO decoder, the replies queued for it,
 its peer (uid, or TCP source address, read once at accept) and its deadline.
-Its logic is plain methods (`receive`, `answer`, `sent`, `resume`, `interest`)
+Its logic is plain methods (`receive`, `answer`, `take_output`, `queue_rest`,
+`resume`, `interest`)
 that tests call without sockets.
 
 `Driver.run` is the only task.  It owns a `select.epoll` set holding the
@@ -257,25 +258,19 @@ class Connection:
 
     # ------------------------------------------------------------ output
 
-    def pending_output(self) -> bytes:
+    def take_output(self) -> bytes:
+        """Everything queued, in one piece, the queue emptied; what does not leave goes back with queue_rest()."""
         out = self.out
-        return out[0] if len(out) == 1 else b"".join(out)
-
-    def sent(self, data: bytes, n: int) -> None:
-        """`n` bytes of `data` (what pending_output() returned) have left."""
-        if n >= len(data):
-            self.out.clear()
-            self.out_size = 0
-        else:
-            rest = data[n:]
-            self.out[:] = [rest]
-            self.out_size = len(rest)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.out_size = 0
+        return data
 
     def queue_rest(self, data: bytes, n: int) -> None:
-        """Only `n` bytes of `data` left at once (the queue was empty): queue the rest."""
+        """Only `n` bytes of `data` (from take_output(), or a reply never queued) left: queue the rest first."""
         rest = data[n:] if n else data
-        self.out.append(rest)
-        self.out_size = len(rest)
+        self.out.insert(0, rest)
+        self.out_size += len(rest)
 
     def interest(self) -> int:
         """What the epoll set should report for this connection."""
@@ -501,9 +496,7 @@ class Driver:
             self._flush(conn, now)  # more requests wait behind a full queue
             return None
         if out:
-            reply = out[0] if len(out) == 1 else b"".join(out)  # one read's replies in one send
-            out.clear()
-            conn.out_size = 0
+            reply = conn.take_output()  # one read's replies in one send
         elif conn.closing:
             self.close(conn)
             return None
@@ -533,27 +526,20 @@ class Driver:
     def _flush(self, conn: Connection, now: float) -> None:
         """Send what is queued; as the queue drains, answer the requests that waited behind it."""
         while True:
-            blocked = False
             if conn.out:
-                data = conn.pending_output()
-                try:
-                    sent = conn.sock.send(data, DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as e:
-                    self._lost(conn, e)
+                self._send(conn, conn.take_output())
+                if conn.closed:
                     return
-                conn.sent(data, sent)
-                blocked = bool(conn.out)
+                if conn.out:
+                    break  # blocked: the client is not reading; wait for EPOLLOUT
             if conn.closing:
-                if not conn.out:
-                    self.close(conn)
-                    return
+                self.close(conn)  # all its replies have left
+                return
+            if not conn.backlog or self.draining:
                 break
-            if conn.backlog and not self.draining:
-                conn.answer()
-            if blocked or not conn.out:
-                break  # blocked: the client is not reading; wait for EPOLLOUT
+            conn.answer()
+            if not conn.out:
+                break
         conn.set_deadline(now)
         self.schedule(conn)
         self._update(conn)

@@ -48,9 +48,7 @@ def drain(conn: Connection) -> bytes:
     """What a client reading everything would get."""
     got = bytearray()
     while conn.out:
-        data = conn.pending_output()
-        conn.sent(data, len(data))
-        got += data
+        got += conn.take_output()
         conn.answer()
     return bytes(got)
 
@@ -64,7 +62,8 @@ def test_pipelined_requests_are_answered_in_order_in_one_batch():
     conn = make_conn()
     conn.receive(STREAM, now=0.0)
     assert [len(r) for r in conn.out] == [255, 33, 4, 13, 1, 7]
-    reply = conn.pending_output()
+    assert conn.interest() == EPOLLIN | EPOLLOUT and conn.deadline == INF
+    reply = conn.take_output()
     assert reply[:255] == bytes(i & 0xFF for i in range(255))
     assert reply[255] == 0x20 and reply[256:288] == bytes((255 + i) & 0xFF for i in range(32))
     assert reply[288:292] == (300).to_bytes(4, "big")
@@ -72,7 +71,7 @@ def test_pipelined_requests_are_answered_in_order_in_one_batch():
     assert reply[305] == 0  # 01 00: a count of zero, as asked
     assert conn.driver.pool.adds == [("egd-write-untrusted", b"abc", 0)]  # 03 with L = 0 adds nothing
     assert conn.driver.counters.requests == [1, 2, 3, 2, 1]
-    assert conn.interest() == EPOLLIN | EPOLLOUT and conn.deadline == INF
+    assert conn.interest() == EPOLLIN and conn.out_size == 0  # all taken: nothing left to send
 
 
 def test_a_stream_split_at_every_byte_gets_the_same_replies():
@@ -107,10 +106,10 @@ def test_a_slow_reader_fills_its_queue_to_the_bound_and_reading_stops():
     assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255  # bounded, not 255 000 bytes
     assert conn.backlog and conn.interest() == EPOLLOUT  # read interest dropped while requests wait
     assert conn.deadline == INF  # we are the ones not reading: no clock against the client
-    first = conn.pending_output()
-    conn.sent(first, 1000)  # a partial send: the rest stays queued
+    first = conn.take_output()
+    conn.queue_rest(first, 1000)  # a partial send: the rest stays queued
     assert conn.out_size == len(first) - 1000 and conn.interest() == EPOLLOUT
-    rest = conn.pending_output()
+    rest = conn.out[0]
     conn.answer()  # refilled from the waiting requests, up to the bound again
     assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255 and conn.interest() == EPOLLOUT
     got = first[:1000] + drain(conn)
