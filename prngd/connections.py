@@ -405,6 +405,8 @@ class Driver:
                     elif fd in listening:
                         accepting = [fd] if accepting is None else [*accepting, fd]
                 if replies:
+                    # Before anything else reads a connection (_catch_up while
+                    # accepting): a reply held here must leave before the next.
                     self._send_all(replies)
                 if accepting is not None:
                     # After the connections' events: slots freed by a close in
