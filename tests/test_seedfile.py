@@ -233,12 +233,15 @@ def test_foreign_owner_is_mixed_not_credited(tmp_path, caplog):
     assert any(r.levelno == logging.WARNING for r in seed_records(caplog))
 
 
-def test_symlink_at_start_is_foreign_and_nothing_is_touched(tmp_path):
-    target = tmp_path / "elsewhere"
+def seed_symlink(path, target):
+    """A symbolic link at `path` to a valid seed file at `target`: (path, target, target's bytes)."""
     make_seed(target)
-    target_bytes = target.read_bytes()
-    path = tmp_path / "seed"
     path.symlink_to(target)
+    return path, target, target.read_bytes()
+
+
+def test_symlink_at_start_is_foreign_and_nothing_is_touched(tmp_path):
+    path, target, target_bytes = seed_symlink(tmp_path / "seed", tmp_path / "elsewhere")
     pool = FakePool()
     with pytest.raises(ForeignFile, match="symbolic link"):
         load(path, pool)
@@ -249,11 +252,7 @@ def test_symlink_at_start_is_foreign_and_nothing_is_touched(tmp_path):
 
 def test_symlink_appearing_later_in_a_private_directory_is_replaced_not_followed(tmp_path, caplog):
     caplog.set_level(logging.INFO, "prngd.seedfile")
-    target = tmp_path / "elsewhere"
-    make_seed(target)
-    target_bytes = target.read_bytes()
-    path = tmp_path / "seed"
-    path.symlink_to(target)
+    path, target, target_bytes = seed_symlink(tmp_path / "seed", tmp_path / "elsewhere")
     state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
     assert save(str(path), FakePool(), state)
     assert target.read_bytes() == target_bytes  # never written through
@@ -265,11 +264,7 @@ def test_symlink_appearing_later_in_a_shared_directory_is_left_alone(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o1777)
-    target = tmp_path / "elsewhere"
-    make_seed(target)
-    target_bytes = target.read_bytes()
-    path = shared / "seed"
-    path.symlink_to(target)
+    path, target, target_bytes = seed_symlink(shared / "seed", tmp_path / "elsewhere")
     state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
     assert save(str(path), FakePool(), state) is False
     assert path.is_symlink() and target.read_bytes() == target_bytes
