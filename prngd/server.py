@@ -15,80 +15,33 @@ out of the collector's sight (see `_announce`).
 from __future__ import annotations
 
 import gc
-import resource
 import logging
 import os
+import resource
 import signal
 import time
 from typing import Callable
 
 import trio
 
-from prngd import __version__, egd, history
+from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, systemd, tasks
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
+from prngd.identity import machine_identity
+from prngd.kernel import seed_from_kernel
 from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners
 from prngd.pidfile import remove_pidfile, write_pidfile
+from prngd.pool import Pool, PoolProxy
 
 log = logging.getLogger("prngd")
 
 SHUTDOWN_GRACE = 2.0
 
 
-def make_pool(settings: Settings):
-    from prngd.pool import Pool
-
+def make_pool(settings: Settings) -> Pool:
     return Pool(generator=settings.generator, drbg_hash=settings.drbg_hash,
                 prediction_resistance=settings.prediction_resistance, pool_bits=settings.pool_bits,
                 reseed_bits=settings.reseed_bits, reseed_interval=settings.reseed_interval)
-
-
-class PoolProxy:
-    """What a worker thread may touch of the pool.
-
-    The pool is not thread-safe and lives in the trio thread.  Blocking file
-    work (seed saves, the exchange file) runs in worker threads, so it gets
-    bytes drawn beforehand and its additions are applied when it returns.
-    """
-
-    def __init__(self, pool, prefetch: int) -> None:
-        self.seeded = pool.seeded
-        self.entropy_bits = pool.entropy_bits
-        self._data = bytearray(pool.read(prefetch, allow_unseeded=True))
-        self._adds: list[tuple[str, bytes, float]] = []
-
-    def read(self, n: int, *, allow_unseeded: bool = False) -> bytes:
-        if n > len(self._data):
-            raise RuntimeError(f"PoolProxy holds {len(self._data)} bytes, {n} asked")
-        out = bytes(self._data[:n])
-        self._data[:n] = bytes(n)  # served bytes are not kept
-        del self._data[:n]
-        return out
-
-    def add(self, source: str, data: bytes, bits: float = 0) -> None:
-        self._adds.append((source, bytes(data), bits))
-
-    def apply(self, pool) -> None:
-        for source, data, bits in self._adds:
-            pool.add(source, data, bits)
-        self._adds.clear()
-        self._data[:] = bytes(len(self._data))
-
-
-def _preload_modules() -> None:
-    """Import now every module of prngd the daemon may import later.
-
-    After a drop to -u USER the Python installation may be out of USER's
-    reach (a virtualenv under /root): what is not imported by then never will be.
-    """
-    import importlib
-    import pkgutil
-
-    import prngd
-
-    for module in pkgutil.iter_modules(prngd.__path__):
-        if module.name not in ("cli", "__main__"):  # nothing imports the command line
-            importlib.import_module(f"prngd.{module.name}")
 
 
 # ---------------------------------------------------------------- the daemon
@@ -108,9 +61,10 @@ class Daemon:
         self.sources: list = []
         self.seed_state = None
         self.exchange_state = None  # an exchange.ExchangeState once the updater runs
+        self.kernel_seed: tuple[bool, float] | None = None  # (ready, bits) of the start seed, until booked
         self.history = history.History(settings.history_interval)
         self.connections = Driver(settings, self.pool, self.counters, self.pid_reply)
-        self._gather_scope: trio.CancelScope | None = None
+        self.gather_scope: trio.CancelScope | None = None  # the gatherers' (prngd.tasks), cancelled at SIGHUP
         self._pidfile: str | None = None  # written by us, removed at stop
         self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
 
@@ -131,18 +85,12 @@ class Daemon:
 
     def seed_before_serving(self) -> None:
         """Everything that must happen before the first byte leaves."""
-        from prngd import sources
-
-        self.sources = sources.build_sources(self.settings)
         if self.settings.kernel:
             # Whenever the kernel's generator is ready this seeds the pool at
             # once, so 0x01 answers its full count from the first request.
-            kernel = next((s for s in self.sources if s.kind == "kernel"), None)
-            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes, kernel)
+            self.kernel_seed = seed_from_kernel(self.pool, self.settings.kernel_bytes)
         path = self.settings.resolved_seedfile()
         if path:
-            from prngd import seedfile
-
             try:
                 self.seed_state = seedfile.load_and_replace(path, self.pool, self._machine)
             except seedfile.ForeignFile as e:
@@ -154,8 +102,6 @@ class Daemon:
         self._self_test()
         self._check_runtime_dir()
         if listeners is None:
-            from prngd import systemd
-
             # Bound first, so a busy socket fails before the seed file is
             # touched; nothing is accepted until the pool is seeded below.
             listeners = open_listeners(self.settings, systemd.listen_fds())
@@ -174,8 +120,6 @@ class Daemon:
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
                 if self.settings.resolved_seedfile():
-                    from prngd.identity import machine_identity
-
                     # Before the drop: the DMI product UUID is readable by root only.
                     self._machine = machine_identity()
                 self._drop_privileges()
@@ -184,17 +128,14 @@ class Daemon:
                     nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
                     if not self.pool.seeded:
                         self.pool.on_seeded = self._became_seeded
-                    await nursery.start(self._gatherers)
                     # Until shutdown cancels the nursery: cancelling it closes every connection.
                     nursery.start_soon(self.connections.run, self.listeners)
-                    self._start_background(nursery, admin_sock)
+                    tasks.start(self, nursery, admin_sock)
                     self._announce()
             finally:
                 await self._finish(admin_sock)
 
     def _self_test(self) -> None:
-        from prngd import selftest
-
         try:
             took = selftest.run()
         except selftest.SelfTestFailure as e:
@@ -202,8 +143,6 @@ class Daemon:
         log.debug("self-tests passed in %.1f ms", took * 1000)
 
     def _check_runtime_dir(self) -> None:
-        from prngd import config, privileges
-
         directory = config.fallback_runtime_dir_in_use(self.settings)
         if directory:
             try:
@@ -214,9 +153,6 @@ class Daemon:
     def _drop_privileges(self) -> None:
         if not self.settings.user:
             return
-        from prngd import privileges
-
-        _preload_modules()
         try:
             user = privileges.lookup(self.settings.user)
             privileges.check_can_drop(user)
@@ -229,19 +165,6 @@ class Daemon:
         except OSError as e:
             raise StartupError(f"cannot switch to user {self.settings.user}: {e}") from None
 
-    def _start_background(self, nursery: trio.Nursery, admin_sock) -> None:
-        if self.seed_state is not None:
-            nursery.start_soon(self._seed_saver)
-        if self.settings.exchange_file:
-            nursery.start_soon(self._exchange_updater)
-        if admin_sock is not None:
-            from prngd import admin
-
-            nursery.start_soon(admin.serve_admin, admin_sock, self.status, self.history.as_dict)
-        nursery.start_soon(self._low_entropy_monitor)
-        nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
-        nursery.start_soon(self._clock_watch)
-
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
         # the collector's sight turns ~20 ms full-collection pauses under load
@@ -251,8 +174,6 @@ class Daemon:
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
                  "seeded" if self.pool.seeded else "NOT seeded yet", self.pool.entropy_bits)
-        from prngd import systemd
-
         systemd.notify(f"READY=1\nSTATUS=serving on {specs}\nMAINPID={os.getpid()}")
         if self._on_ready:
             self._on_ready()
@@ -263,8 +184,6 @@ class Daemon:
         Either holding something prngd did not write stops the start (StartupError),
         leaving it as it was: a typo must cost nothing.
         """
-        from prngd import exchange
-
         if self.settings.exchange_file:
             problem = exchange.identify(self.settings.exchange_file)
             if problem:
@@ -287,8 +206,6 @@ class Daemon:
         return trio.socket.from_stdlib_socket(raw)
 
     async def _finish(self, admin_sock) -> None:
-        from prngd import systemd
-
         systemd.notify("STOPPING=1")
         close_listeners(self.listeners)
         if admin_sock is not None:
@@ -308,11 +225,9 @@ class Daemon:
                 log.info("left %s in place: user %s may not remove them; the next start replaces them",
                          ", ".join(left), self.settings.user)
         if self.seed_state is not None:
-            from prngd import seedfile
-
             # Shutdown is already cancelling us; the last save must still run.
             with trio.CancelScope(shield=True):
-                await self._save_seed(seedfile)
+                await self.save_seed()
         if self._served:
             log.info("stopped")
 
@@ -324,79 +239,13 @@ class Daemon:
         log.info("pool seeded (entropy %d bits)", self.pool.entropy_bits)
         self.connections.wake()
 
-    async def _gatherers(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Runs the sources; SIGHUP restarts it with the reloaded ones."""
-        from prngd.gather import gather
-
-        task_status.started()
-        while True:
-            with trio.CancelScope() as scope:
-                self._gather_scope = scope
-                await gather(self.pool, self.sources, self.settings)
-                await trio.sleep_forever()
-
-    async def _save_seed(self, seedfile) -> bool:
+    async def save_seed(self) -> bool:
+        """Replace the seed file from the pool (in a worker thread); False if the save failed."""
         path = self.settings.resolved_seedfile()
         proxy = PoolProxy(self.pool, seedfile.SEED_BYTES)
         ok = await trio.to_thread.run_sync(seedfile.save, path, proxy, self.seed_state)
         proxy.apply(self.pool)
         return ok
-
-    async def _seed_saver(self) -> None:
-        from prngd import seedfile
-
-        while True:
-            await trio.sleep(self.settings.seed_save_interval)
-            await self._save_seed(seedfile)
-
-    async def _exchange_updater(self) -> None:
-        from prngd import exchange
-
-        while True:
-            path = self.settings.exchange_file
-            if path:
-                if self.exchange_state is None or self.exchange_state.path != path:
-                    self.exchange_state = exchange.ExchangeState(path)  # SIGHUP may name another file
-                proxy = PoolProxy(self.pool, exchange.EXCHANGE_SIZE)
-                await trio.to_thread.run_sync(exchange.update, path, proxy, self.exchange_state)
-                proxy.apply(self.pool)
-            await trio.sleep(self.settings.exchange_interval)
-
-    async def _low_entropy_monitor(self, period: float = 30.0, checks: int = 10) -> None:
-        # Operators asked to be told when entropy runs low.  Right after start
-        # the estimate is climbing, so only an estimate that *stays* under
-        # low_water_bits (`checks` checks in a row, 5 minutes by default) is
-        # reported, once per episode.  (A source failing its health tests is
-        # reported once by the sources module itself.)
-        under_for = 0
-        while True:
-            await trio.sleep(period)
-            if self.pool.entropy_bits < self.settings.low_water_bits:
-                under_for += 1
-                if under_for == checks:
-                    log.warning("entropy estimate has stayed below low_water_bits %d for %.0f s (now %d bits)",
-                                self.settings.low_water_bits, period * checks, self.pool.entropy_bits)
-            else:
-                if under_for >= checks:
-                    log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
-                under_for = 0
-
-    async def _clock_watch(self, period: float = 5.0) -> None:
-        # A machine resumed from suspend, or a VM restored from a snapshot (maybe
-        # twice), holds the generator state of another moment.  The pool checks
-        # the clocks at each refill; this catches an idle daemon too.  One wakeup
-        # per period: idle CPU does not change.
-        while True:
-            await trio.sleep(period)
-            events = self.pool.check_clocks()
-            for reason in events:
-                log.info("%s: pool reseeded with fresh kernel randomness", reason)
-            if events and self.seed_state is not None:
-                # Copies of a restored VM also share the seed file on its disk:
-                # each replaces it now with output of its own reseeded pool.
-                from prngd import seedfile
-
-                await self._save_seed(seedfile)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
@@ -408,9 +257,7 @@ class Daemon:
             if sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGUSR1:  # the summary `prngd status` prints, a log line a line
-                from prngd import summary
-
-                for line in summary.render(self.status(), self.history.as_dict()).splitlines():
+                for line in tasks.render_summary(self).splitlines():
                     log.info("statistics: %s", line)
 
     async def _drain(self) -> None:
@@ -425,8 +272,6 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration, keep every connection, reseed."""
-        from prngd import systemd
-
         systemd.notify("RELOADING=1")
         try:
             new = self._reload() if self._reload else self.settings
@@ -436,8 +281,6 @@ class Daemon:
             return
         old = self.settings
         if new.exchange_file and new.exchange_file != old.exchange_file:
-            from prngd import exchange
-
             problem = exchange.identify(new.exchange_file)
             if problem:
                 log.error("reload failed, keeping the old configuration: exchange file %s", problem)
@@ -450,11 +293,9 @@ class Daemon:
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
-        from prngd import sources
-
-        self.sources = sources.build_sources(new)
-        if self._gather_scope is not None:
-            self._gather_scope.cancel()
+        self.sources = tasks.build_sources(self)
+        if self.gather_scope is not None:
+            self.gather_scope.cancel()
         self.pool.reseed()
         log.info("configuration reloaded (%d sources, max_connections %d), pool reseeded",
                  len(self.sources), new.max_connections)

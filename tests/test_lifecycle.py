@@ -100,12 +100,13 @@ class ScriptedPool:
 async def run_monitor(pool, seconds):
     import trio
 
+    from prngd import tasks
     from prngd.config import Settings
     from prngd.server import Daemon
 
     daemon = Daemon(Settings(low_water_bits=1024), pool=pool)
     with trio.move_on_after(seconds):
-        await daemon._low_entropy_monitor(period=30, checks=10)
+        await tasks.low_entropy_monitor(daemon, period=30, checks=10)
 
 
 async def test_low_entropy_is_reported_once_per_episode(caplog, autojump_clock):
