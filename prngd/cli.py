@@ -11,13 +11,14 @@ import argparse
 import base64
 import logging
 import math
-import logging.handlers
 import os
 import stat
 import sys
 import time
 
-from prngd import __version__, client, config, egd, kill, privileges
+# What only the client tools, -k or syslog use (prngd.client, prngd.kill,
+# logging.handlers) is imported where used: the daemon's start does not wait for it.
+from prngd import __version__, config, egd, privileges
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -180,8 +181,9 @@ def setup_logging(settings: config.Settings, destination: str, file_handler: log
     for h in list(root.handlers):
         root.removeHandler(h)
     if destination == "syslog":
-        handler: logging.Handler = logging.handlers.SysLogHandler(
-            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        from logging.handlers import SysLogHandler
+
+        handler: logging.Handler = SysLogHandler(address=SYSLOG_SOCKET, facility=SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("prngd[%(process)d]: %(message)s"))
     elif destination == "stderr":
         handler = logging.StreamHandler(sys.stderr)
@@ -275,6 +277,8 @@ def daemon_main(argv: list[str]) -> int:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
+        from prngd import kill
+
         return max((kill.kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
 
     pinned = None
@@ -426,6 +430,8 @@ def tools_main(argv: list[str]) -> int:
         args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
     else:
         args = parser.parse_args(argv)  # --help, --version, or a usage error
+    from prngd import client
+
     try:
         return _COMMANDS[args.command](args)
     except client.EGDError as e:
@@ -441,6 +447,8 @@ def tools_main(argv: list[str]) -> int:
 
 def _cmd_get(args) -> int:
     """Stream N bytes as they arrive: bounded memory for any N, and `| head -c 16` ends it at once."""
+    from prngd import client
+
     out = sys.stdout.buffer
     carry = b""  # base64 is encoded in multiples of 3 bytes so the chunks join into one text
     with client.EGDClient(args.socket, args.timeout) as c:
@@ -477,6 +485,8 @@ def _cmd_add(args) -> int:
         print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {len(data)} bytes sent "
               f"(at most {8 * len(data)})", file=sys.stderr)
         return 2
+    from prngd import client
+
     with client.EGDClient(args.socket, args.timeout) as c:
         bits = c.write_entropy(data, args.bits)
         # 0x03 has no reply: a round trip afterwards shows the server took the writes.
@@ -499,6 +509,8 @@ def _credit_note(address: egd.Address, bits: int) -> str:
 
 
 def _cmd_ping(args) -> int:
+    from prngd import client
+
     start = time.perf_counter()
     with client.EGDClient(args.socket, args.timeout) as c:
         pid = c.pid()
@@ -508,7 +520,7 @@ def _cmd_ping(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from prngd import admin
+    from prngd import admin, client
 
     try:
         address = egd.parse_address(args.socket)

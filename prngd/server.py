@@ -24,7 +24,7 @@ from typing import Callable
 
 import trio
 
-from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, systemd, tasks
+from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, systemd
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
 from prngd.identity import machine_identity
@@ -129,8 +129,9 @@ class Daemon:
                     if not self.pool.seeded:
                         self.pool.on_seeded = self._became_seeded
                     # Until shutdown cancels the nursery: cancelling it closes every connection.
-                    nursery.start_soon(self.connections.run, self.listeners)
-                    tasks.start(self, nursery, admin_sock)
+                    # Started once it has answered what queued during the start.
+                    await nursery.start(self.connections.run, self.listeners)
+                    self._tasks().start(self, nursery, admin_sock)
                     self._announce()
             finally:
                 await self._finish(admin_sock)
@@ -150,9 +151,22 @@ class Daemon:
             except privileges.PrivilegeError as e:
                 raise StartupError(str(e)) from None
 
+    def _tasks(self):
+        """prngd.tasks: what runs beside the connections, imported on first use.
+
+        Serving needs none of it (psutil, the sources, the admin endpoint, the
+        history: a fifth of the start), so it is imported once the first
+        requests are answered, or before the drop to -u USER, after which the
+        Python installation may be out of USER's reach.
+        """
+        from prngd import tasks
+
+        return tasks
+
     def _drop_privileges(self) -> None:
         if not self.settings.user:
             return
+        self._tasks()
         try:
             user = privileges.lookup(self.settings.user)
             privileges.check_can_drop(user)
@@ -257,7 +271,7 @@ class Daemon:
             if sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGUSR1:  # the summary `prngd status` prints, a log line a line
-                for line in tasks.render_summary(self).splitlines():
+                for line in self._tasks().render_summary(self).splitlines():
                     log.info("statistics: %s", line)
 
     async def _drain(self) -> None:
@@ -293,7 +307,7 @@ class Daemon:
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
-        self.sources = tasks.build_sources(self)
+        self.sources = self._tasks().build_sources(self)
         if self.gather_scope is not None:
             self.gather_scope.cancel()
         self.pool.reseed()
