@@ -18,7 +18,7 @@ import time
 
 # What only the client tools, -k or syslog use (prngd.client, prngd.kill,
 # logging.handlers) is imported where used: the daemon's start does not wait for it.
-from prngd import __version__, config, egd, privileges
+from prngd import __version__, config, egd, privileges, startsignals
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -29,6 +29,10 @@ log = logging.getLogger("prngd")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in CLIENT_COMMANDS:
+        startsignals.restore()  # Ctrl-C stops a tool at once
+        stop = startsignals.stop_requested()
+        if stop:  # while it was starting
+            return 128 + stop
         return tools_main(argv)
     return daemon_main(argv)
 
@@ -295,6 +299,8 @@ def daemon_main(argv: list[str]) -> int:
         new = load_settings(args, start_dir)
         return config.pin_defaults(new, pinned) if pinned is not None else new
 
+    if startsignals.stop_requested():
+        return 0  # SIGINT or SIGTERM while starting, and nothing touched yet: stop quietly
     destination = log_destination(settings)
     try:
         # Opened before detaching, so a log file that cannot be written is

@@ -24,7 +24,7 @@ from typing import Callable
 
 import trio
 
-from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, systemd
+from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, startsignals, systemd
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
 from prngd.identity import machine_identity
@@ -98,24 +98,27 @@ class Daemon:
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
-        self.raise_fd_limit()
-        self._self_test()
-        self._check_runtime_dir()
-        if listeners is None:
-            # Bound first, so a busy socket fails before the seed file is
-            # touched; nothing is accepted until the pool is seeded below.
-            listeners = open_listeners(self.settings, systemd.listen_fds())
-        self.listeners = listeners
-        try:
-            self._claim_files()
-        except BaseException:
-            close_listeners(listeners)
-            raise
         admin_sock = None
-        # The receiver stays open until the last seed save: a second SIGTERM
-        # during shutdown is queued here instead of killing us mid-save.
+        # Opened first: from here on SIGINT and SIGTERM wait in the receiver
+        # until the connections are served, then stop them as usual, and one
+        # that came earlier (prngd.startsignals) stops the start here.  It
+        # stays open until the last seed save: a second SIGTERM during
+        # shutdown is queued here instead of killing us mid-save.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
             try:
+                stop = startsignals.stop_requested()
+                if stop:
+                    log.info("received %s while starting, stopping", stop.name)
+                    return
+                self.raise_fd_limit()
+                self._self_test()
+                self._check_runtime_dir()
+                if listeners is None:
+                    # Bound first, so a busy socket fails before the seed file is
+                    # touched; nothing is accepted until the pool is seeded below.
+                    listeners = open_listeners(self.settings, systemd.listen_fds())
+                self.listeners = listeners
+                self._claim_files()
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
@@ -125,12 +128,13 @@ class Daemon:
                 self._drop_privileges()
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
                     if not self.pool.seeded:
                         self.pool.on_seeded = self._became_seeded
                     # Until shutdown cancels the nursery: cancelling it closes every connection.
                     # Started once it has answered what queued during the start.
                     await nursery.start(self.connections.run, self.listeners)
+                    # Only now: a stop drains a driver that has its listeners in hand.
+                    nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
                     self._tasks().start(self, nursery, admin_sock)
                     self._announce()
             finally:
