@@ -36,6 +36,13 @@ from prngd.pool import Pool, PoolProxy
 log = logging.getLogger("prngd")
 
 SHUTDOWN_GRACE = 2.0
+ADMIN_HANDLERS = 8  # admin connections handled at once (prngd.admin refuses more): their own descriptors
+OWN_DESCRIPTORS = 64  # listeners, epoll, seed, log and exchange files, worker threads
+
+
+def descriptors_wanted(settings: Settings) -> int:
+    """Descriptors for max_connections EGD clients, the admin handlers and the daemon's own files."""
+    return settings.max_connections + ADMIN_HANDLERS + OWN_DESCRIPTORS
 
 
 def make_pool(settings: Settings) -> Pool:
@@ -47,6 +54,8 @@ def make_pool(settings: Settings) -> Pool:
 # ---------------------------------------------------------------- the daemon
 
 class Daemon:
+    admin_handlers = ADMIN_HANDLERS  # counted in descriptors_wanted()
+
     def __init__(self, settings: Settings, *, reload: Callable[[], Settings] | None = None,
                  on_ready: Callable[[], None] | None = None, pool=None) -> None:
         self.settings = settings
@@ -70,18 +79,24 @@ class Daemon:
 
     # ------------------------------------------------------------ start-up
 
-    def raise_fd_limit(self) -> None:
-        """Room for max_connections: the usual soft limit of 1024 descriptors is not."""
-        wanted = self.settings.max_connections + 64  # listeners, seed and log files, threads
+    def raise_fd_limit(self, settings: Settings | None = None) -> bool:
+        """Room for max_connections, the admin handlers and our own files: the usual soft limit of 1024 is not.
+
+        For `settings` (default: the daemon's).  Returns whether they fit
+        under the hard limit; at start a warning says when they do not.
+        """
+        settings = settings or self.settings
+        wanted = descriptors_wanted(settings)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY or soft >= wanted:
-            return
+            return True
         new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
         if new > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        if new < wanted:
+        if new < wanted and settings is self.settings:
             log.warning("only %d file descriptors allowed (hard limit): fewer than max_connections %d will fit",
-                        new, self.settings.max_connections)
+                        new, settings.max_connections)
+        return new >= wanted
 
     def seed_before_serving(self) -> None:
         """Everything that must happen before the first byte leaves."""
@@ -298,6 +313,12 @@ class Daemon:
             systemd.notify("READY=1")
             return
         old = self.settings
+        if new.max_connections > old.max_connections and not self.raise_fd_limit(new):
+            # Raised at start for the old cap; a new one past the hard limit would fail at accept.
+            log.warning("max_connections %d needs %d file descriptors, more than the hard limit %d: "
+                        "keeping max_connections %d", new.max_connections, descriptors_wanted(new),
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[1], old.max_connections)
+            new = new.replace(max_connections=old.max_connections)
         if new.exchange_file and new.exchange_file != old.exchange_file:
             problem = exchange.identify(new.exchange_file)
             if problem:

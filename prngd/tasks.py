@@ -14,6 +14,7 @@ them afresh.  Blocking file work runs in worker threads, on a PoolProxy.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
@@ -36,7 +37,8 @@ def start(daemon, nursery: trio.Nursery, admin_sock) -> None:
     if daemon.settings.exchange_file:
         nursery.start_soon(exchange_updater, daemon)
     if admin_sock is not None:
-        nursery.start_soon(admin.serve_admin, admin_sock, daemon.status, daemon.history.as_dict)
+        nursery.start_soon(functools.partial(admin.serve_admin, admin_sock, daemon.status, daemon.history.as_dict,
+                                             max_handlers=daemon.admin_handlers))
     nursery.start_soon(low_entropy_monitor, daemon)
     nursery.start_soon(history.sample_every, daemon.history, daemon.status,
                        lambda: daemon.settings.history_interval)
