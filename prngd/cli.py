@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in CLIENT_COMMANDS:
         startsignals.restore()  # Ctrl-C stops a tool at once
+        gc.enable()  # off while the command started (prngd/__main__.py)
         stop = startsignals.stop_requested()
         if stop:  # while it was starting
             return 128 + stop

@@ -126,13 +126,14 @@ class Daemon:
                     log.info("received %s while starting, stopping", stop.name)
                     return
                 self.raise_fd_limit()
-                self._self_test()
                 self._check_runtime_dir()
                 if listeners is None:
                     # Bound first, so a busy socket fails before the seed file is
-                    # touched; nothing is accepted until the pool is seeded below.
+                    # touched, and clients queue from here on while the start goes
+                    # on; nothing is accepted until the pool is seeded below.
                     listeners = open_listeners(self.settings, systemd.listen_fds())
                 self.listeners = listeners
+                self._self_test()
                 self._claim_files()
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
@@ -202,7 +203,9 @@ class Daemon:
         # Everything built so far lives as long as the daemon.  Moving it out of
         # the collector's sight turns ~20 ms full-collection pauses under load
         # into sub-millisecond ones (benchmarks: p99.9 of new-connection clients).
+        # The `prngd` command kept the collector off until now (prngd/__main__.py).
         gc.freeze()
+        gc.enable()
         self._served = True
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
