@@ -19,7 +19,7 @@ import time
 
 # What only the client tools, -k or syslog use (prngd.client, prngd.kill,
 # logging.handlers) is imported where used: the daemon's start does not wait for it.
-from prngd import __version__, config, egd, privileges, startsignals
+from prngd import __version__, config, cryptobackend, egd, privileges, startsignals
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -330,6 +330,7 @@ def daemon_main(argv: list[str]) -> int:
 
     import trio
 
+    cryptobackend.use_ctypes()  # before the server's modules import pycryptodome
     from prngd.server import Daemon, StartupError
 
     try:
