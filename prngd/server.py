@@ -1,9 +1,13 @@
 """The daemon: one trio nursery owns the listeners, the connections and every background task.
 
-Start-up order is what makes the first byte safe: the pool is seeded from the
-kernel, the seed file is mixed in and replaced, and only then do the sockets
-open.  Shutdown is cancellation: stop accepting, let replies in flight finish
-(bounded), save the seed, remove the sockets.
+Start-up order is what makes the first byte safe: the sockets are bound (so
+clients queue from then on), the self-tests pass, the pool is seeded from the
+kernel, the seed file is mixed in and replaced, and only then is anything
+accepted.  What runs beside the connections (prngd.tasks: the sources, the
+savers, the admin endpoint) is imported and started once the first turn of
+requests is answered.  A SIGINT or SIGTERM at any instant of this stops it
+quietly (prngd.startsignals).  Shutdown is cancellation: stop accepting, let
+replies in flight finish (bounded), save the seed, remove the sockets.
 
 The connections are served by one task, `connections.Driver`, that drives
 every EGD connection as a state machine in one epoll set (see that module);
