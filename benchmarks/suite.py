@@ -32,7 +32,7 @@ from pathlib import Path
 
 from benchmarks import machine, report
 from benchmarks.loadgen import HERE, ROOT, LoadGenerator, compile_c
-from benchmarks.servers import Server, baseline_argv, free_tcp_port, prngd_argv, raise_nofile
+from benchmarks.servers import Server, baseline_argv, compile_bytecode, free_tcp_port, prngd_argv, raise_nofile
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     raise_nofile(max(8192, args.idle_conns * 2 + 256))
+    compile_bytecode()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
