@@ -178,8 +178,8 @@ class Daemon:
     def _tasks(self):
         """prngd.tasks: what runs beside the connections, imported on first use.
 
-        Serving needs none of it (psutil, the sources, the admin endpoint, the
-        history: a fifth of the start), so it is imported once the first
+        Serving needs none of it (psutil, the sources, the admin endpoint: a
+        tenth of the start), so it is imported once the first
         requests are answered, or before the drop to -u USER, after which the
         Python installation may be out of USER's reach.
         """

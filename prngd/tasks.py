@@ -2,7 +2,7 @@
 
 Serving a request needs none of this, so the daemon imports this module only
 once its first turn of requests is answered (psutil, the sources and the
-admin endpoint are a fifth of a start otherwise), or, with -u, just before
+admin endpoint are a tenth of a start otherwise), or, with -u, just before
 the drop: after it the Python installation may be out of the user's reach
 (a virtualenv under /root), and every module a task, a SIGHUP or SIGUSR1 may
 need is here or below.
