@@ -147,6 +147,7 @@ class Settings:
     pool_bits: int = 4096
     reseed_bits: int = 256
     reseed_interval: float = 60.0
+    vmclock_device: str | None = None  # None: /dev/vmclock0 where it exists; "" (none): not watched
     # [seed]
     seedfile: str | None = None  # None: default_seedfile(); "" disables (-n)
     seed_save_interval: float = 600.0
@@ -247,7 +248,8 @@ _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid",
               "request_timeout", "idle_timeout", "trusted_uids", "trust_tcp", "pidfile", "admin_socket",
               "admin_mode", "log_level", "log_file", "history_interval", "user"],
-    "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
+    "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval",
+             "vmclock_device"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
     "sources": ["kernel", "kernel_bytes", "kernel_interval", "system", "system_interval", "jitter",
@@ -257,7 +259,7 @@ _SECTIONS = {
 _SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
             "admin_mode": _conv_mode, "pidfile": _conv_opt_str, "admin_socket": _conv_opt_str,
             "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str,
-            "log_file": _conv_opt_str}
+            "log_file": _conv_opt_str, "vmclock_device": _conv_opt_str}
 
 
 def _field_converter(name: str):
@@ -516,5 +518,5 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
         sockets.append(absolute(address.path) if address.is_unix else spec)
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
-                     log_file=absolute(s.log_file),
+                     log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),
                      files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files])

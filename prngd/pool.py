@@ -518,6 +518,10 @@ class Pool:
         "_clock_base",
         "_clock_events",
         "_clock_reseeds",
+        "_generation",
+        "_generation_name",
+        "_generation_seen",
+        "_refreshes",
         "__weakref__",
     )
 
@@ -560,6 +564,10 @@ class Pool:
         self._clock_base = self._clock_offsets()
         self._clock_events: list[str] = []
         self._clock_reseeds = 0
+        self._generation = None  # see watch_generation
+        self._generation_name = None
+        self._generation_seen = None
+        self._refreshes = 0
         self._cap = float(pool_bits)
         self._floor_bits = float(floor_bits)
         self._floor = 0.0  # floor_bits once seeded
@@ -655,7 +663,8 @@ class Pool:
         return mono, boot - mono, real - mono
 
     def _clocks_moved(self) -> str | None:
-        """Compare the clocks with the last check; on a resume or a restore, reseed now and say why."""
+        """Compare the clocks (and the VM generation, if watched) with the last check; on a resume
+        or a restore, reseed now and say why."""
         mono, boot, real = self._clocks()
         last_mono, last_boot_off, last_real_off = self._clock_base
         boot_off, real_off = boot - mono, real - mono
@@ -663,19 +672,50 @@ class Pool:
         allowance = CLOCK_JUMP_NS + (mono - last_mono) // _SLEW_DIVISOR
         suspended = boot_off - last_boot_off
         stepped = real_off - last_real_off
+        restored = self._generation_changed() if self._generation is not None else None
         if suspended < allowance and -allowance < stepped < allowance:
-            return None  # the usual case: one comparison per refill
-        if suspended >= allowance:
-            reason = (f"resumed after {suspended / 1e9:.1f} s suspended "
-                      f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)")
+            if restored is None:
+                return None  # the usual case: one comparison per refill
+            reasons = []
+        elif suspended >= allowance:
+            reasons = [f"resumed after {suspended / 1e9:.1f} s suspended "
+                       f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)"]
         else:
-            reason = (f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
-                      f"(a snapshot restore, or the time was set)")
-        self._reseed_fresh(_LABEL_RESUME, struct.pack("<qqq", *self._clock_base))
+            reasons = [f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
+                       f"(a snapshot restore, or the time was set)"]
+        if restored is not None:
+            reasons.insert(0, restored)
+        reason = "; ".join(reasons)  # one restore, one reseed, one line, whatever saw it
+        context = struct.pack("<qqqQ", *self._clock_base, (self._generation_seen or 0) & 0xFFFFFFFFFFFFFFFF)
+        self._reseed_fresh(_LABEL_RESUME, context)
         self._clock_reseeds += 1
         del self._clock_events[:-7]  # a pool nobody asks keeps only the latest few
         self._clock_events.append(reason)
         return reason
+
+    def watch_generation(self, name: str, read) -> None:
+        """Also compare read() (a VM generation counter; None: no consistent value now) at every
+        clock check: a change reseeds, as a restore seen on the clocks does."""
+        self._generation = read
+        self._generation_name = name
+        self._generation_seen = read()
+
+    def _generation_changed(self) -> str | None:
+        now = self._generation()
+        seen = self._generation_seen
+        if now is None or now == seen:
+            return None
+        self._generation_seen = now
+        if seen is None:
+            return None  # the first consistent read: nothing to compare it with
+        return f"{self._generation_name}: VM generation counter changed {seen} -> {now} (restored from a snapshot)"
+
+    def detectors(self) -> list[str]:
+        """What the pool watches for a resume or a restore."""
+        found = ["boottime-gap", "realtime-jump"]
+        if self._generation is not None:
+            found.append(self._generation_name)
+        return found
 
     def _reseed_fresh(self, label: bytes, context: bytes) -> None:
         # The accumulator alone would not do: two copies hold the same one.
@@ -735,6 +775,7 @@ class Pool:
             "samples_by_source": dict(acc.samples_by_source),
             "last_reseed_age_s": max(0.0, self._clock() - self._last_reseed),
             "clock_reseeds": self._clock_reseeds,
+            "detectors": self.detectors(),
         }
 
 
