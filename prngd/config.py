@@ -214,6 +214,19 @@ def _conv_list(v: str) -> list[str]:
     return [p for p in re.split(r"[\s,]+", v.strip()) if p]
 
 
+def _conv_sockets(v: str) -> list[str]:
+    """Like a list, but a socket option (`pr`) belongs to the socket before it: `/run/a,pr, /run/b`."""
+    from prngd.egd import SOCKET_OPTIONS
+
+    out: list[str] = []
+    for item in _conv_list(v):
+        if item in SOCKET_OPTIONS and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def _conv_uids(v: str) -> list[int]:
     import pwd
 
@@ -256,7 +269,7 @@ _SECTIONS = {
                 "jitter_interval", "jitter_alpha_exp", "external_commands", "command_interval", "command_timeout",
                 "command_max_output", "file_interval", "low_water_bits"],
 }
-_SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
+_SPECIAL = {"sockets": _conv_sockets, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
             "admin_mode": _conv_mode, "pidfile": _conv_opt_str, "admin_socket": _conv_opt_str,
             "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str,
             "log_file": _conv_opt_str, "vmclock_device": _conv_opt_str}
@@ -515,7 +528,7 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
         except ValueError:
             sockets.append(spec)  # reported when the listeners open
             continue
-        sockets.append(absolute(address.path) if address.is_unix else spec)
+        sockets.append(dataclasses.replace(address, path=absolute(address.path)).spec if address.is_unix else spec)
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
                      log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),

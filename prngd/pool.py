@@ -255,7 +255,7 @@ class ChaCha20Generator:
     """Fast-key-erasure ChaCha20 generator with a keystream buffer."""
 
     name = "chacha20"
-    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos", "_fresh")
+    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos", "_fresh", "_direct")
 
     def __init__(self, seed, buffer_size: int = 16384, fresh=None) -> None:
         if buffer_size < 2 * KEY_SIZE:
@@ -269,6 +269,7 @@ class ChaCha20Generator:
         # Source of zeros: the keystream input, and what served bytes are overwritten with.
         self._zeros = memoryview(bytes(buffer_size))
         self._pos = buffer_size  # empty: the first read refills
+        self._direct = False  # the next read is one fresh draw (refresh)
         self.reseed(seed, _LABEL_INIT)
 
     def reseed(self, entropy, label: bytes) -> None:
@@ -281,6 +282,11 @@ class ChaCha20Generator:
         pos = self._pos
         self._view[pos:] = self._zeros[pos:]
         self._pos = self._size
+
+    def refresh(self) -> None:
+        """The next read: fresh input mixed into K first, and nothing of the buffer (which is zeroed)."""
+        self._discard()
+        self._direct = True  # one draw of 32 + n bytes rather than a whole buffer for one read
 
     def _mix_fresh(self) -> None:
         if self._fresh is not None:
@@ -313,7 +319,8 @@ class ChaCha20Generator:
     def _read_slow(self, n: int) -> bytes:
         if n < 0:
             raise ValueError("n must be >= 0")
-        if n > self._size - KEY_SIZE:
+        if n > self._size - KEY_SIZE or self._direct:
+            self._direct = False
             return self._read_direct(n)
         self._refill()
         return self.read(n)
@@ -440,6 +447,9 @@ class _DrbgGenerator:
 
     def reseed(self, entropy, label: bytes) -> None:
         self._drbg.reseed(entropy, label)
+
+    def refresh(self) -> None:
+        self._left = 0  # the next request gets fresh additional input (with prediction_resistance, all do)
 
     def read(self, n: int) -> bytes:
         if n <= 0:
@@ -727,6 +737,13 @@ class Pool:
         if self._seeded:
             self._next_reseed_at = now + self._interval
 
+    def refresh(self) -> None:
+        """Prediction resistance for the next read (a `,pr` socket): it comes from a key into which
+        32 fresh bytes of the kernel's (getrandom) have just been mixed, and the keystream buffered
+        before is discarded.  While the kernel's generator is not ready there is nothing fresh to mix."""
+        self._gen.refresh()
+        self._refreshes += 1
+
     def check_clocks(self) -> list[str]:
         """Check the clocks now (reseeding on a resume or a restore); every such event
         since the last call, including those found at a refill, one reason each."""
@@ -776,6 +793,7 @@ class Pool:
             "last_reseed_age_s": max(0.0, self._clock() - self._last_reseed),
             "clock_reseeds": self._clock_reseeds,
             "detectors": self.detectors(),
+            "pr_reseeds": self._refreshes,
         }
 
 
