@@ -653,7 +653,8 @@ class Driver:
     def _admit(self, csock: socket.socket, addr, is_unix: bool, now: float, pr: bool = False) -> bool:
         """Serve a new connection, or refuse it (False) when it is over a limit."""
         counters = self.counters
-        peer = peer_uid(csock) if is_unix else addr[0]
+        # A vsock peer is its context id, kept apart from uids (fair share, root's exemption).
+        peer = peer_uid(csock) if is_unix else addr[0] if isinstance(addr[0], str) else f"vsock cid {addr[0]}"
         held = self.held_by.get(peer, 0)
         if counters.current >= self.settings.max_connections or (held >= self.share and peer != 0):
             # Before refusing, take the closes that came in since this turn's

@@ -473,8 +473,8 @@ class Daemon:
                 return
         if new.resolved_sockets() != old.resolved_sockets():
             log.warning("socket changes take effect only at restart")
-        if new.log_file != old.log_file or new.pidfile != old.pidfile:
-            log.warning("log_file and pidfile changes take effect only at restart")
+        if new.log_file != old.log_file or new.pidfile != old.pidfile or new.vmclock_device != old.vmclock_device:
+            log.warning("log_file, pidfile and vmclock_device changes take effect only at restart")
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
