@@ -149,3 +149,66 @@ def test_status_names_the_detectors(start_daemon, tmp_path):
         assert f"detectors:   {', '.join(expected)}; 0 resumes or restores seen" in text
         d.stop()
         assert "vmclock" not in d.log()  # inactive or active, nothing said at info level
+
+
+class NotifyingClock:
+    """Stands in for a device that notifies (NOTIFICATION_PRESENT): a pipe becomes readable on a change."""
+
+    path = "<pipe>"
+    notifies = True
+
+    def __init__(self) -> None:
+        self.fd, self.write_fd = os.pipe()
+        self.value = 1
+        self.acknowledged = 0
+
+    def generation(self):
+        return self.value
+
+    def restore(self, value: int) -> None:
+        self.value = value
+        os.write(self.write_fd, b"!")
+
+    def acknowledge(self) -> None:
+        os.read(self.fd, 64)  # as read() on the device re-arms its poll
+        self.acknowledged += 1
+
+
+async def test_a_notifying_device_is_acted_on_at_once(caplog):
+    caplog.set_level("INFO", "prngd")
+    pool = Pool(seed_bits=0)
+    daemon = Daemon(Settings(), pool=pool)
+    daemon.vmclock = clock = NotifyingClock()
+    pool.watch_generation("vmclock", clock.generation)
+    checked = trio.Event()
+    check = daemon._check_clocks
+
+    async def check_and_tell():
+        await check()
+        checked.set()
+
+    daemon._check_clocks = check_and_tell
+    with trio.fail_after(10):  # the period below is an hour: only the notification can do it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon._clock_watch, 3600)
+            await trio.sleep(0)
+            clock.restore(2)
+            await checked.wait()
+            nursery.cancel_scope.cancel()
+    assert clock.acknowledged == 1 and pool.stats()["clock_reseeds"] == 1
+    assert [r.getMessage() for r in caplog.records if "VM generation counter changed 1 -> 2" in r.getMessage()]
+    os.close(clock.fd)
+    os.close(clock.write_fd)
+
+
+async def test_a_device_that_cannot_be_polled_falls_back_to_the_period(tmp_path, caplog):
+    caplog.set_level("DEBUG", "prngd")
+    path = tmp_path / "vmclock0"
+    write_page(path, generation=1, flags=vmclock.FLAG_VM_GEN_COUNTER_PRESENT | vmclock.FLAG_NOTIFICATION_PRESENT)
+    daemon = Daemon(Settings(vmclock_device=str(path)), pool=Pool(seed_bits=0))
+    daemon._watch_vm_generation()
+    assert daemon.vmclock is not None and not daemon.vmclock.notifies  # a regular file never notifies
+    daemon.vmclock.notifies = True  # as a kernel that says so but has no poll for it
+    with trio.fail_after(10):
+        await daemon._vmclock_notifications()  # returns (epoll refuses a regular file): no spinning
+    assert any("cannot be polled" in r.getMessage() for r in caplog.records)
