@@ -131,9 +131,9 @@ class Server:
             return ""
 
 
-def prngd_argv(unix: str, tcp: str | None, extra: list[str]) -> list[str]:
-    """The daemon under test with default settings and no seed file."""
-    return [sys.executable, "-m", "prngd", "-f", "-n", *extra, unix, *([tcp] if tcp else [])]
+def prngd_argv(unix: str, tcp: str | None, extra: list[str], options: str = "") -> list[str]:
+    """The daemon under test with default settings and no seed file (`options`: ",pr" after each socket)."""
+    return [sys.executable, "-m", "prngd", "-f", "-n", *extra, unix + options, *([tcp + options] if tcp else [])]
 
 
 def baseline_argv(mode: str, unix: str, tcp: str | None) -> list[str]:

@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python-loadgen", action="store_true", help="use the pure-Python load generator")
     p.add_argument("--prngd-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for the daemon (repeatable; default: none)")
+    p.add_argument("--pr", action="store_true",
+                   help="serve prngd's sockets with ,pr (a reseed from the kernel before every read)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--quiet-wait", type=float, help="seconds to wait for a quiet machine before each measurement "
                    "(default 10; --quick 1)")
@@ -345,7 +347,8 @@ def make_servers(args, work: Path, logs: Path, rep: int, tcp: bool, cserver) -> 
 
     servers = []
     u, t = addr("prngd")
-    servers.append(Server(PRNGD, prngd_argv(u, t, args.prngd_arg), u, t, logs / f"prngd-{rep}.log", work))
+    servers.append(Server(PRNGD, prngd_argv(u, t, args.prngd_arg, ",pr" if args.pr else ""), u, t,
+                          logs / f"prngd-{rep}.log", work))
     u, t = addr("raw")
     servers.append(Server(BASELINE, baseline_argv("raw", u, t), u, t, logs / f"baseline_raw-{rep}.log", work))
     if args.stream_baseline != "none":

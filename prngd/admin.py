@@ -338,6 +338,9 @@ def render_status_text(status: dict) -> str:
     if pool.get("last_reseed_age_s") is not None:
         line += f", last {_duration(pool['last_reseed_age_s'])} ago"
     out.append(line)
+    if g("detectors"):
+        out.append(f"detectors:   {', '.join(map(str, g('detectors')))}; "
+                   f"{pool.get('clock_reseeds', 0)} resumes or restores seen")
     conns = g("connections") or {}
     line = (f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
             f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")

@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
         prog="prngd",
         description="Userland PRNG daemon speaking the EGD protocol. "
                     f"Client tools: prngd {{{','.join(CLIENT_COMMANDS)}}} --help.",
-        epilog="SOCKET is a Unix socket path, tcp/localhost:PORT (PRNGD's spelling) or HOST:PORT. "
+        epilog="SOCKET is a Unix socket path, tcp/localhost:PORT (PRNGD's spelling), HOST:PORT or vsock:PORT; "
+               "SOCKET,pr reseeds from the kernel before every read there. "
                f"Default: {config.default_socket()}.")
     p.add_argument("sockets", nargs="*", metavar="SOCKET")
     p.add_argument("-f", "--fg", action="store_true", help="stay in the foreground, log to stderr")

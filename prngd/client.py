@@ -72,6 +72,15 @@ def not_egd(address, what: str, sample: bytes = b"") -> NotEGD:
     return NotEGD(f"{address}: not an EGD server: {what}")
 
 
+def _family(a: egd.Address) -> int:
+    if a.is_unix:
+        return socket.AF_UNIX
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise EGDError(f"{a}: this Python has no AF_VSOCK")
+    return family
+
+
 def _address(address: str | egd.Address) -> egd.Address:
     return address if isinstance(address, egd.Address) else egd.parse_address(address)
 
@@ -175,11 +184,11 @@ class EGDClient:
     def _connect(self) -> socket.socket:
         a = self.address
         try:
-            if a.is_unix:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if a.is_unix or a.is_vsock:
+                s = socket.socket(_family(a), socket.SOCK_STREAM)
                 try:
                     s.settimeout(self.timeout)
-                    s.connect(a.path)
+                    s.connect(a.path if a.is_unix else (a.cid, a.port))
                 except BaseException:
                     s.close()
                     raise
@@ -380,8 +389,8 @@ async def _trio_connect(a: egd.Address) -> trio.socket.SocketType:
     """A connected trio socket; for TCP, each resolved address in turn, raising the last error."""
     import trio
 
-    if a.is_unix:
-        targets = [(socket.AF_UNIX, a.path)]
+    if a.is_unix or a.is_vsock:
+        targets = [(_family(a), a.path if a.is_unix else (a.cid, a.port))]
     else:
         infos = await trio.socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)
         targets = [(family, sockaddr) for family, _, _, _, sockaddr in infos]

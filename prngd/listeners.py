@@ -29,6 +29,7 @@ class Listener:
     sock: socket.socket
     path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
     is_unix: bool
+    pr: bool = False  # prediction resistance: a reseed from the kernel before every read (`SOCKET,pr`)
 
 
 
@@ -131,6 +132,27 @@ def bind_tcp(address: egd.Address, allow_remote: bool) -> list[socket.socket]:
     return socks
 
 
+def bind_vsock(address: egd.Address) -> socket.socket:
+    """Listen on AF_VSOCK (`vsock:PORT`), so a host's prngd serves its VM guests."""
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise StartupError(f"{address}: this Python has no AF_VSOCK")
+    try:
+        s = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise StartupError(f"{address}: AF_VSOCK is not available here ({e.strerror}; "
+                           "on a host, load vhost_vsock)") from None
+    try:
+        s.bind((address.cid, address.port))
+        s.listen(socket.SOMAXCONN)
+    except OSError as e:
+        s.close()
+        msg = "another daemon is already serving on this port" if e.errno == errno.EADDRINUSE else e.strerror
+        raise StartupError(f"{address}: {msg}") from None
+    s.setblocking(False)
+    return s
+
+
 def open_listeners(settings: Settings, inherited: list[socket.socket] | None = None) -> list[Listener]:
     if inherited:
         out = []
@@ -151,26 +173,31 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
                 address = egd.parse_address(spec)
             except ValueError as e:
                 raise StartupError(str(e)) from None
-            key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
+            key = (os.path.normpath(address.path) if address.is_unix else
+                   ("vsock", address.port) if address.is_vsock else (address.host, address.port))
             if key in seen:
                 also = f" (also as {seen[key]})" if seen[key] != spec else ""
                 raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
             seen[key] = spec
+            pr = "pr" in address.options
             if address.is_unix:
                 sock = bind_unix(address.path, settings.socket_mode)
-                out.append(Listener(spec, sock, address.path, True))
+                out.append(Listener(spec, sock, address.path, True, pr))
+            elif address.is_vsock:
+                out.append(Listener(spec, bind_vsock(address), None, False, pr))
             else:
                 try:
                     socks = bind_tcp(address, settings.allow_remote)
                 except StartupError:
                     # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
-                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
+                    mine = [lst.spec for lst in out if lst.sock.family in (socket.AF_INET, socket.AF_INET6)
+                            and lst.sock.getsockname()[1] == address.port]
                     if mine:
                         raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
                                            "name each socket once") from None
                     raise
                 for sock in socks:
-                    out.append(Listener(spec, sock, None, False))
+                    out.append(Listener(spec, sock, None, False, pr))
     except BaseException:
         close_listeners(out)
         raise

@@ -113,6 +113,7 @@ class Daemon:
         self._gather_scope: trio.CancelScope | None = None
         self._pidfile: str | None = None  # written by us, removed at stop
         self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
+        self.vmclock = None  # a vmclock.VmClock the pool watches, where the machine has one
 
     # ------------------------------------------------------------ start-up
 
@@ -173,6 +174,7 @@ class Daemon:
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
+                self._watch_vm_generation()  # the device may be root's only
                 if self.settings.resolved_seedfile():
                     from prngd.identity import machine_identity
 
@@ -381,22 +383,48 @@ class Daemon:
                     log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
                 under_for = 0
 
+    def _watch_vm_generation(self) -> None:
+        from prngd import vmclock
+
+        device = self.settings.vmclock_device
+        self.vmclock = vmclock.open_vmclock(vmclock.DEFAULT_DEVICE if device is None else device)
+        if self.vmclock is not None:
+            self.pool.watch_generation("vmclock", self.vmclock.generation)
+
     async def _clock_watch(self, period: float = 5.0) -> None:
         # A machine resumed from suspend, or a VM restored from a snapshot (maybe
         # twice), holds the generator state of another moment.  The pool checks
-        # the clocks at each refill; this catches an idle daemon too.  One wakeup
-        # per period: idle CPU does not change.
-        while True:
-            await trio.sleep(period)
-            events = self.pool.check_clocks()
-            for reason in events:
-                log.info("%s: pool reseeded with fresh kernel randomness", reason)
-            if events and self.seed_state is not None:
-                # Copies of a restored VM also share the seed file on its disk:
-                # each replaces it now with output of its own reseeded pool.
-                from prngd import seedfile
+        # the clocks (and the VM generation counter) at each refill; this catches
+        # an idle daemon too.  One wakeup per period: idle CPU does not change.
+        async with trio.open_nursery() as nursery:
+            if self.vmclock is not None and self.vmclock.notifies:
+                nursery.start_soon(self._vmclock_notifications)
+            while True:
+                await trio.sleep(period)
+                await self._check_clocks()
 
-                await self._save_seed(seedfile)
+    async def _vmclock_notifications(self) -> None:
+        # The device is readable once the hypervisor changed the page (a restore
+        # among others): a restored idle daemon reseeds at once, not a period later.
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(self.vmclock.fd)
+            except OSError as e:  # a kernel whose vmclock cannot be polled: the period's checks remain
+                log.debug("vmclock %s cannot be polled (%s); checked every few seconds", self.vmclock.path, e)
+                return
+            self.vmclock.acknowledge()
+            await self._check_clocks()
+
+    async def _check_clocks(self) -> None:
+        events = self.pool.check_clocks()
+        for reason in events:
+            log.info("%s: pool reseeded with fresh kernel randomness", reason)
+        if events and self.seed_state is not None:
+            # Copies of a restored VM also share the seed file on its disk:
+            # each replaces it now with output of its own reseeded pool.
+            from prngd import seedfile
+
+            await self._save_seed(seedfile)
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
@@ -445,8 +473,8 @@ class Daemon:
                 return
         if new.resolved_sockets() != old.resolved_sockets():
             log.warning("socket changes take effect only at restart")
-        if new.log_file != old.log_file or new.pidfile != old.pidfile:
-            log.warning("log_file and pidfile changes take effect only at restart")
+        if new.log_file != old.log_file or new.pidfile != old.pidfile or new.vmclock_device != old.vmclock_device:
+            log.warning("log_file, pidfile and vmclock_device changes take effect only at restart")
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
@@ -474,6 +502,7 @@ class Daemon:
             "low_entropy": self.pool.entropy_bits < self.settings.low_water_bits,
             "generator": self.pool.generator_name,
             "reseeds": pool_stats.get("reseeds", 0),
+            "detectors": pool_stats.get("detectors", []),
             "pool": pool_stats,
             "sources": [s.stats() for s in self.sources],
             "connections": {"current": c.current, "total": c.total, "rejected": c.rejected,

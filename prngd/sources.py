@@ -12,6 +12,7 @@ while over-crediting is the one mistake a PRNG daemon must not make.
     jitter   time deltas of a small CPU-bound loop      SP 800-90B MCV estimate / 16, at most 32 bits
     command  stdout of an external command (PRNGD)      its configured bits per byte, at most 16 bits
     file     a file or device, up to max_bytes          its configured bits per byte, at most 8 per byte
+    upstream another EGD server's 0x02 reply ([upstream])  its configured bits per byte (default 0), at most 8
 
 Health tests (prngd.health) guard the jitter source and any file claimed to
 carry at least 1 bit per byte (a hardware RNG device).  `build_sources()`
@@ -35,7 +36,8 @@ from typing import Callable, Sequence
 import psutil
 
 from prngd import privileges
-from prngd.gather import Sample, Source, SourceError
+from prngd.client import EGDClient, EGDError
+from prngd.gather import MAX_BACKOFF, Sample, Source, SourceError
 from prngd.health import HealthTestFailure, HealthTests, mcv_min_entropy
 
 log = logging.getLogger("prngd.sources")
@@ -515,6 +517,52 @@ class FileSource(Source):
         return {**super().stats(), **extra}
 
 
+# ---- another EGD server
+
+class UpstreamSource(Source):
+    """`nbytes` from another EGD server (0x02) each sample: a VM guest's or a container's prngd
+    drawing on its host's, over a Unix socket, TCP or vsock.
+
+    Each fetch is bounded (UPSTREAM_TIMEOUT to connect and to be answered), so a
+    dead upstream costs a failed sample, never a blocked daemon; it is reported
+    once, retried with backoff and its recovery logged (`persistent`).  Credit:
+    `rate` bits per byte as configured (default 0: mixed in, credited nothing, as
+    the other server's output is a claim this one cannot check), nothing for a
+    repeated reply.  The bytes run through the health tests at H = max(rate, 1):
+    an upstream that turns constant is disabled.
+    """
+
+    kind = "upstream"
+    persistent = True
+    TIMEOUT = 5.0
+
+    def __init__(self, address: str, nbytes: int = 32, interval: float = 60.0, rate: float = 0.0,
+                 name: str = "", alpha_exp: int = 20):
+        self.address = address
+        self.nbytes = max(1, int(nbytes))
+        self.rate = max(0.0, min(float(rate), 8.0))
+        super().__init__(name or f"upstream:{address}", interval, self.rate * self.nbytes,
+                         timeout=2 * self.TIMEOUT + 1)  # connect, then one round of requests
+        self.max_backoff = min(4 * self.interval, MAX_BACKOFF)
+        self.health = HealthTests(max(self.rate, 1.0), alpha_exp)
+        self.bytes = 0
+
+    def collect(self) -> Sample:
+        try:
+            with EGDClient(self.address, timeout=self.TIMEOUT) as upstream:
+                data = upstream.read(self.nbytes)
+        except EGDError as e:
+            raise SourceError(str(e)) from None
+        self.health.feed(data)
+        self.bytes += len(data)
+        bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
+        return Sample(data, bits)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "address": self.address, "bytes": self.bytes, "bytes_per_sample": self.nbytes,
+                "credit_bits_per_byte": self.rate, "health": self.health.stats()}
+
+
 def _cannot_run(path: str) -> str | None:
     """Why `path` cannot be executed, or None."""
     if not os.path.exists(path):
@@ -562,6 +610,10 @@ def build_sources(settings) -> list[Source]:
     for f in settings.files:
         sources.append(FileSource(f.path, f.rate, f.max_bytes, f"file:{f.name or f.path}",
                                   settings.file_interval, settings.jitter_alpha_exp))
+    up = getattr(settings, "upstream", None)
+    if up is not None:
+        sources.append(UpstreamSource(up.socket, up.nbytes, up.interval, up.credit_bits_per_byte,
+                                      alpha_exp=settings.jitter_alpha_exp))
     seen: dict[str, int] = {}
     for s in sources:  # names key the pool's accounting and the status output: keep them unique
         n = seen.get(s.name, 0) + 1

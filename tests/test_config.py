@@ -26,10 +26,13 @@ def test_example_config_loads_and_matches_the_defaults():
 
 def test_every_settings_field_is_documented_in_the_example():
     text = (ROOT / "prngd.conf.example").read_text()
-    internal = {"sockets", "commands", "files", "foreground"}
+    internal = {"sockets", "commands", "files", "foreground", "upstream"}
     for field in config.Settings.__dataclass_fields__:
         if field not in internal:
             assert f"\n{field} =" in text, field
+    upstream = text[text.index("\n[upstream]"):]
+    for key in config._UPSTREAM_KEYS:  # a section of its own: its keys, commented out
+        assert f"\n# {key} =" in upstream, key
 
 
 def test_ini_values():

@@ -621,6 +621,8 @@ def test_stats_content_and_json():
         "samples_by_source": {"kernel": 1, "jitter": 2},
         "last_reseed_age_s": 7.5,
         "clock_reseeds": 0,
+        "detectors": ["boottime-gap", "realtime-jump"],
+        "pr_reseeds": 0,
     }
     assert pool.generator_name == "hmac-drbg"
     assert isinstance(pool.entropy_bits, int)
