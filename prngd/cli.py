@@ -275,7 +275,7 @@ def daemon_main(argv: list[str]) -> int:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
-        return max((kill.kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
+        return kill.kill_daemons(settings.resolved_sockets(), settings.pidfile)
 
     pinned = None
     if settings.user:
