@@ -349,6 +349,18 @@ def _whole(name: str, unit: str, lo: int, hi: int | None = None):
     return convert
 
 
+def _uid(text: str) -> int:
+    """An argparse type: a uid (any number: a container's may have no name here), or a user name."""
+    import pwd
+
+    if text.isdigit() and int(text) < 2**32 - 1:
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"--trust-uid: no user {text!r} in the password database") from None
+
+
 def _seconds(name: str):
     def convert(text: str) -> float:
         try:
@@ -410,6 +422,9 @@ def tools_parser() -> argparse.ArgumentParser:
                     help=f"bytes per regular feed, 1 to {MAX_FEED} (default 64)")
     sp.add_argument("--no-credit", action="store_true",
                     help="write to the urandom device without crediting, even when allowed to credit")
+    sp.add_argument("--trust-uid", type=_uid, action="append", default=[], metavar="USER",
+                    help="credit a server listening as USER (a name or a uid; repeatable) as well as root's; "
+                         "any other server's bytes, and a TCP server's, are mixed in with 0 bits")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)

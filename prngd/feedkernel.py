@@ -5,7 +5,12 @@ from it and give them to the kernel.
 
 - With CAP_SYS_ADMIN the bytes go in through the RNDADDENTROPY ioctl on the
   urandom device and are credited (8 bits a byte, but never more than the EGD
-  server says it holds).
+  server says it holds) -- only when the server is one we can trust: a Unix
+  socket whose listening process (SO_PEERCRED, told by the kernel, not by the
+  server) runs as root or as a uid given with --trust-uid.  Anyone may bind a
+  socket at a path while the daemon is down, and a TCP server cannot be
+  identified at all: their bytes are mixed in with 0 bits of credit, said in
+  one line.
 - Without it (EPERM, as in most containers) they are written to /dev/urandom:
   mixed into the pool, credited nothing.  Which of the two happens is decided
   once at start, by an RNDADDENTROPY carrying no bytes, and said in a log line.
@@ -26,7 +31,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from prngd import client
 
@@ -65,6 +70,7 @@ class Feed:
     credited_bits: int
     entropy_avail_before: int | None
     entropy_avail_after: int | None
+    distrust: str | None = None  # why the server's claim was not credited, when that was the reason
 
 
 class KernelFeeder:
@@ -72,8 +78,9 @@ class KernelFeeder:
 
     def __init__(self, connect: Callable[[], client.EGDClient], *, entropy_avail: str = ENTROPY_AVAIL,
                  threshold: str = WRITE_WAKEUP_THRESHOLD, urandom: str = URANDOM,
-                 ioctl: Callable = fcntl.ioctl, credit: bool = True):
+                 ioctl: Callable = fcntl.ioctl, credit: bool = True, trusted_uids: Iterable[int] = ()):
         self.connect = connect
+        self.trusted_uids = frozenset(trusted_uids) | {0}
         self.entropy_avail_path = entropy_avail
         self.threshold_path = threshold
         self.urandom_path = urandom
@@ -107,21 +114,35 @@ class KernelFeeder:
             return 0
         return min(MAX_FEED, -(-(threshold - avail) // 8))
 
+    def distrust(self, egd: client.EGDClient) -> str | None:
+        """Why the server's entropy claim may not be credited (None: it may): it must be a Unix
+        socket whose listener runs as root or a trusted uid."""
+        uid = egd.peer_uid()
+        if uid is None:
+            return f"{egd.address} is not a Unix socket, so who serves it cannot be checked"
+        if uid in self.trusted_uids:
+            return None
+        return f"the server on {egd.address} runs as uid {uid}, neither root nor trusted (--trust-uid)"
+
     def feed(self, nbytes: int) -> Feed:
         """Fetch `nbytes` from the EGD server and hand them to the kernel."""
         nbytes = max(1, min(nbytes, MAX_FEED))
         before = self.entropy_avail()
+        distrust = None
         with self.connect() as egd:
             data = egd.read(nbytes)
-            server_bits = egd.entropy_level() if self.credit else 0
+            if self.credit:
+                distrust = self.distrust(egd)
+            server_bits = egd.entropy_level() if self.credit and distrust is None else 0
         bits = min(8 * len(data), server_bits)
         with open(self.urandom_path, "ab", buffering=0) as f:
             if self.credit:
+                # An untrusted server's bytes still go through the ioctl, with 0 bits: mixed, not credited.
                 self.ioctl(f.fileno(), RNDADDENTROPY, rand_pool_info(data, bits), True)
             else:
                 f.write(data)
                 bits = 0
-        return Feed(len(data), bits, before, self.entropy_avail())
+        return Feed(len(data), bits, before, self.entropy_avail(), distrust)
 
     def run(self, *, interval: float = 60.0, poll: float = 2.0, nbytes: int = 64,
             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
@@ -130,6 +151,7 @@ class KernelFeeder:
         (or `rounds` checks, for tests).  A failing EGD server is logged and retried at the next check."""
         next_regular = clock()
         done = 0
+        said: str | None = None  # the last distrust said, so a lasting one is said once
         while rounds is None or done < rounds:
             done += 1
             want = self.shortfall_bytes()
@@ -141,6 +163,12 @@ class KernelFeeder:
                     fed = self.feed(want)
                     log.debug("fed %d bytes, %d bits credited; entropy_avail %s -> %s", fed.nbytes,
                               fed.credited_bits, fed.entropy_avail_before, fed.entropy_avail_after)
+                    if fed.distrust != said:
+                        said = fed.distrust
+                        if said:
+                            log.warning("not crediting: %s; mixing its bytes in with 0 bits", said)
+                        else:
+                            log.info("crediting again: the server is trusted")
                 except (client.EGDError, OSError) as e:
                     log.warning("cannot feed the kernel: %s", e)
             sleep(max(0.0, min(poll, next_regular - clock())))
@@ -148,10 +176,18 @@ class KernelFeeder:
 
 def run_cli(args) -> int:
     """`prngd feed-kernel`; `args` from client's parser."""
+    from prngd import egd
+
     logging.basicConfig(level=logging.INFO, format="prngd feed-kernel: %(message)s", stream=sys.stderr)
+    try:
+        egd.parse_address(args.socket)
+    except ValueError as e:
+        print(f"prngd feed-kernel: {e}", file=sys.stderr)
+        return 2
     paths = {k: v for k, v in (("entropy_avail", args.entropy_avail), ("threshold", args.threshold_file),
                                ("urandom", args.urandom)) if v}
-    feeder = KernelFeeder(lambda: client.EGDClient(args.socket, args.timeout), credit=not args.no_credit, **paths)
+    feeder = KernelFeeder(lambda: client.EGDClient(args.socket, args.timeout), credit=not args.no_credit,
+                          trusted_uids=args.trust_uid, **paths)
     if args.once:
         print(feeder.describe())
         try:
@@ -159,7 +195,10 @@ def run_cli(args) -> int:
         except OSError as e:
             print(f"prngd feed-kernel: cannot write to {feeder.urandom_path}: {e.strerror or e}", file=sys.stderr)
             return 1
-        how = f"with credit ({fed.credited_bits} bits)" if feeder.credit else "without credit"
+        if fed.distrust:
+            how = f"without credit ({fed.distrust}: mixed in with 0 bits)"
+        else:
+            how = f"with credit ({fed.credited_bits} bits)" if feeder.credit else "without credit"
         print(f"fed {fed.nbytes} bytes from {args.socket} {how}; entropy_avail {fed.entropy_avail_before} -> "
               f"{fed.entropy_avail_after}")
         return 0

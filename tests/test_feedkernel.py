@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import NOBODY_UID, ROOT, fork_as_nobody, recv_exact
 from prngd import client, feedkernel
 from prngd.feedkernel import RNDADDENTROPY, KernelFeeder
 
 
 class FakeEGD:
-    """Stands in for EGDClient: counts bytes out, claims `level` bits."""
+    """Stands in for EGDClient: counts bytes out, claims `level` bits, listens as `uid` (None: TCP)."""
 
-    def __init__(self, level: int = 4096, fail: bool = False):
-        self.level, self.fail, self.reads = level, fail, []
+    def __init__(self, level: int = 4096, fail: bool = False, uid: int | None = 0):
+        self.level, self.fail, self.reads, self.uid = level, fail, [], uid
+        self.address = "/fake/egd-pool" if uid is not None else "127.0.0.1:708"
 
     def __call__(self):  # the feeder's connect()
         if self.fail:
@@ -38,6 +41,9 @@ class FakeEGD:
 
     def entropy_level(self):
         return self.level
+
+    def peer_uid(self):
+        return self.uid
 
 
 def denied(fd, request, arg, mutate=False):
@@ -231,3 +237,124 @@ def test_privileged_path_on_the_real_kernel(start_daemon):
     assert out.returncode == 0, out.stderr
     assert "with credit via RNDADDENTROPY on /dev/urandom" in out.stdout
     assert "fed 8 bytes" in out.stdout and "with credit (" in out.stdout
+
+
+# ---------------------------------------------------------------- whose claim is credited
+
+def test_only_a_unix_server_of_root_or_a_trusted_uid_is_credited(kernel):
+    ioctl = RecordingIoctl()
+    data = FakeEGD().read(16)
+    cases = [(FakeEGD(uid=0), (), 128, None), (FakeEGD(uid=1000), (), 0, "runs as uid 1000, neither root nor trusted"),
+             (FakeEGD(uid=1000), (1000,), 128, None), (FakeEGD(uid=None), (0, 1000), 0, "is not a Unix socket")]
+    for egd, trusted, bits, why in cases:
+        fed = KernelFeeder(egd, ioctl=ioctl, trusted_uids=trusted, **kernel).feed(16)
+        # Untrusted bytes still reach the kernel, through the ioctl with 0 bits: mixed, not credited.
+        assert ioctl.calls[-1] == (bits, data) and fed.credited_bits == bits
+        assert (fed.distrust is None) if why is None else (why in fed.distrust), fed.distrust
+
+
+def serve_egd(path: str, ready_fd: int) -> int:
+    """A minimal EGD server on `path`, claiming 4096 bits: 0x00 and 0x02 only, one client at a time."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(8)
+    os.write(ready_fd, b"listening\n")
+    while True:
+        c, _ = s.accept()
+        with c:
+            while cmd := c.recv(1):
+                if cmd == b"\x00":
+                    c.sendall((4096).to_bytes(4, "big"))
+                elif cmd == b"\x02":
+                    c.sendall(os.urandom(recv_exact(c, 1)[0]))
+                else:
+                    break
+
+
+@pytest.fixture
+def egd_server_as():
+    """egd_server_as(uid, path): a fake EGD server forked to listen on `path` as root (0) or as nobody."""
+    children = []
+
+    def start(uid: int, path: str) -> int:
+        if uid == NOBODY_UID:
+            pid, r = fork_as_nobody(lambda w: serve_egd(path, w))
+        else:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(r)
+                    serve_egd(path, w)
+                finally:
+                    os._exit(99)
+            os.close(w)
+        children.append(pid)
+        with os.fdopen(r, "rb") as f:
+            assert f.readline() == b"listening\n"
+        return pid
+
+    yield start
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="serving as another uid needs root")
+
+
+@needs_root
+def test_a_server_listening_as_nobody_is_not_credited_and_one_as_root_is(open_dir, kernel, egd_server_as):
+    """SO_PEERCRED of the client's socket names the listener's uid, whatever the server says of itself."""
+    directory = open_dir / "sockets"
+    directory.mkdir()
+    directory.chmod(0o1777)  # nobody binds its socket here
+    nobody, root = str(directory / "nobody.sock"), str(directory / "root.sock")
+    egd_server_as(NOBODY_UID, nobody)
+    egd_server_as(0, root)
+    assert os.stat(nobody).st_uid == NOBODY_UID
+    ioctl = RecordingIoctl()
+
+    fed = KernelFeeder(lambda: client.EGDClient(nobody), ioctl=ioctl, **kernel).feed(32)
+    assert ioctl.calls[-1][0] == 0 and len(ioctl.calls[-1][1]) == 32 and fed.credited_bits == 0
+    assert fed.distrust == f"the server on {nobody} runs as uid {NOBODY_UID}, neither root nor trusted (--trust-uid)"
+
+    fed = KernelFeeder(lambda: client.EGDClient(root), ioctl=ioctl, **kernel).feed(32)
+    assert ioctl.calls[-1][0] == 256 and fed.credited_bits == 256 and fed.distrust is None
+
+    trusting = KernelFeeder(lambda: client.EGDClient(nobody), ioctl=ioctl, trusted_uids=[NOBODY_UID], **kernel)
+    assert trusting.feed(32).credited_bits == 256 and ioctl.calls[-1][0] == 256
+
+
+@needs_root
+def test_once_says_in_one_line_that_an_untrusted_server_is_mixed_with_0_bits(open_dir, egd_server_as):
+    why = real_kernel_credit_allowed()
+    if why:
+        pytest.skip(why)  # the message is about a feeder that could credit
+    directory = open_dir / "sockets"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    nobody = str(directory / "nobody.sock")
+    egd_server_as(NOBODY_UID, nobody)
+    out = tool(nobody, "--once", "--bytes", "8")  # 8 bytes mixed into this kernel with 0 bits: credits nothing
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith(
+        f"fed 8 bytes from {nobody} without credit (the server on {nobody} runs as uid {NOBODY_UID}, neither root "
+        "nor trusted (--trust-uid): mixed in with 0 bits)"), out.stdout
+    assert tool(nobody, "--once", "--bytes", "8", "--trust-uid", "notauser").returncode == 2
+
+
+def test_the_loop_says_once_that_it_does_not_credit_and_again_when_it_does(kernel, caplog):
+    caplog.set_level("INFO")
+    egd, t = FakeEGD(uid=1000), FakeTime()
+
+    def sleep(s):
+        t.sleep(s)
+        if len(egd.reads) == 3:
+            egd.uid = 0  # the daemon is back, as root
+
+    KernelFeeder(egd, ioctl=RecordingIoctl(), **kernel).run(interval=2, poll=2, sleep=sleep, clock=t.clock, rounds=6)
+    said = [r.getMessage() for r in caplog.records if "credit" in r.getMessage()]
+    assert len(egd.reads) == 6 and said == [
+        "not crediting: the server on /fake/egd-pool runs as uid 1000, neither root nor trusted (--trust-uid); "
+        "mixing its bytes in with 0 bits", "crediting again: the server is trusted"]
