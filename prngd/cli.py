@@ -1,6 +1,6 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it, plus the client tools.
 
-`prngd get|add|status|ping|feed-kernel ...` are the client tools;
+`prngd get|add|status|ping|reseed|feed-kernel ...` are the client tools;
 anything else starts (or with -k stops) the daemon.  A socket literally named
 like a tool can be given as ./NAME.
 """
@@ -19,7 +19,7 @@ import time
 
 from prngd import __version__, client, config, egd, kill, privileges
 
-CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
+CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
@@ -411,6 +411,14 @@ def tools_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ping", help="ask the daemon's pid (0x04); exit 1 if it does not answer")
     socket_arg(sp)
 
+    sp = sub.add_parser("reseed", help="make the daemon reseed now from the kernel (after a VM restore)",
+                        description="Ask the daemon, over its admin socket, to reseed its pool at once from the "
+                                    "kernel and rewrite its seed file, as it does when it detects a restore: for "
+                                    "snapshot tools and host agents to call after restoring a VM. Root or the "
+                                    "daemon's user only.")
+    sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
+    socket_arg(sp)
+
     sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
     socket_arg(sp)
     sp.add_argument("--once", action="store_true", help="feed once, say what was done, and exit")
@@ -425,6 +433,8 @@ def tools_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trust-uid", type=_uid, action="append", default=[], metavar="USER",
                     help="credit a server listening as USER (a name or a uid; repeatable) as well as root's; "
                          "any other server's bytes, and a TCP server's, are mixed in with 0 bits")
+    sp.add_argument("--admin", metavar="PATH",
+                    help="the daemon's admin socket, read for restores (default: SOCKET + '.admin')")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)
@@ -522,25 +532,50 @@ def _cmd_ping(args) -> int:
     return 0
 
 
-def _cmd_status(args) -> int:
-    from prngd import admin
-
+def _admin_path(args) -> str | int:
+    """The admin socket `prngd status|reseed` talks to, or the exit status after one line saying why none."""
+    tool, what = f"prngd {args.command}", {"status": "the status comes", "reseed": "a reseed is asked"}[args.command]
     try:
         address = egd.parse_address(args.socket)
     except ValueError as e:
-        print(f"prngd status: {e}", file=sys.stderr)
+        print(f"{tool}: {e}", file=sys.stderr)
         return 2
     path = args.admin or config.admin_socket_for(args.socket)
     if not args.admin and not os.path.exists(path):
-        # Status is served on the admin socket only; say which one is missing and why.
+        # Served on the admin socket only; say which one is missing and why.
         if not address.is_unix:
-            print(f"prngd status: the status comes from the daemon's admin socket (a Unix socket), not from "
+            print(f"{tool}: {what} from the daemon's admin socket (a Unix socket), not from "
                   f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
             return 1
         if os.path.exists(address.path):
-            print(f"prngd status: {address.path} exists but its admin socket {path} does not: the daemon runs "
-                  "with admin_socket = none or elsewhere; status needs it (--admin PATH)", file=sys.stderr)
+            print(f"{tool}: {address.path} exists but its admin socket {path} does not: the daemon runs "
+                  f"with admin_socket = none or elsewhere; {args.command} needs it (--admin PATH)", file=sys.stderr)
             return 1
+    return path
+
+
+def _cmd_reseed(args) -> int:
+    from prngd import admin
+
+    path = _admin_path(args)
+    if isinstance(path, int):
+        return path
+    try:
+        said = admin.reseed(path, args.timeout)
+    except (OSError, admin.AdminError) as e:
+        err = client.error_for(e, egd.Address(path=path), "asking for a reseed")
+        print(f"prngd reseed: {err}", file=sys.stderr)
+        return 1
+    print(f"prngd reseed: {said}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from prngd import admin
+
+    path = _admin_path(args)
+    if isinstance(path, int):
+        return path
     try:
         status = admin.get_status(path, args.timeout)
     except (OSError, admin.AdminError) as e:
@@ -580,5 +615,5 @@ def _cmd_feed_kernel(args) -> int:
     return feedkernel.run_cli(args)
 
 
-_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping,
+_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping, "reseed": _cmd_reseed,
              "feed-kernel": _cmd_feed_kernel}

@@ -15,6 +15,12 @@ from it and give them to the kernel.
   mixed into the pool, credited nothing.  Which of the two happens is decided
   once at start, by an RNDADDENTROPY carrying no bytes, and said in a log line.
 
+After a restore.  When the daemon reseeds after a restore (detected, or asked
+by `prngd reseed`) it bumps `restore_generation` in its status; the loop reads
+that from the daemon's admin socket at every check (`poll` seconds) and, when
+it grows, feeds at once and asks the kernel to reseed its own generator from
+its input pool (RNDRESEEDCRNG; with CAP_SYS_ADMIN only).
+
 When to feed: the kernel asks for more input while `entropy_avail` is under
 `write_wakeup_threshold`, so that is checked every `poll` seconds and the
 shortfall fed at once.  Since Linux 5.18 `entropy_avail` reads 256 (and the
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 # _IOW('R', 0x03, int[2]): struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
 RNDADDENTROPY = 0x40085203
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 ENTROPY_AVAIL = "/proc/sys/kernel/random/entropy_avail"
 WRITE_WAKEUP_THRESHOLD = "/proc/sys/kernel/random/write_wakeup_threshold"
 URANDOM = "/dev/urandom"
@@ -144,13 +151,31 @@ class KernelFeeder:
                 bits = 0
         return Feed(len(data), bits, before, self.entropy_avail(), distrust)
 
+    def after_restore(self, nbytes: int) -> tuple[Feed, str]:
+        """The daemon reseeded after a restore: feed now, then have the kernel reseed its generator
+        from its input pool (RNDRESEEDCRNG), which only the ioctl's privilege allows."""
+        fed = self.feed(nbytes)
+        if not self.credit:
+            return fed, f"the kernel's generator not reseeded ({self.why})"
+        with open(self.urandom_path, "ab", buffering=0) as f:
+            self.ioctl(f.fileno(), RNDRESEEDCRNG, 0)
+        return fed, "the kernel's generator reseeded (RNDRESEEDCRNG)"
+
     def run(self, *, interval: float = 60.0, poll: float = 2.0, nbytes: int = 64,
             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-            rounds: int | None = None) -> None:
+            rounds: int | None = None, restores: Callable[[], tuple | None] | None = None,
+            seen: tuple | None = None) -> None:
         """Feed `nbytes` every `interval` seconds, and the shortfall whenever the threshold asks; forever
-        (or `rounds` checks, for tests).  A failing EGD server is logged and retried at the next check."""
+        (or `rounds` checks, for tests).  A failing EGD server is logged and retried at the next check.
+
+        `restores()`, read at every check, is the daemon's (pid, restore_generation), or None when it
+        cannot be read: a generation grown under the same pid is a restore, followed at once.  `seen`
+        is the one read last, if any was before.
+        """
         next_regular = clock()
         done = 0
+        if restores and seen is None:
+            seen = restores()
         said: str | None = None  # the last distrust said, so a lasting one is said once
         while rounds is None or done < rounds:
             done += 1
@@ -158,29 +183,56 @@ class KernelFeeder:
             if clock() >= next_regular:
                 want = max(want, nbytes)
                 next_regular = clock() + interval
-            if want:
-                try:
+            now = restores() if restores else None
+            restored = now is not None and seen is not None and now[0] == seen[0] and now[1] > seen[1]
+            if now is not None and not restored:
+                seen = now
+            try:
+                if restored:
+                    fed, kernel = self.after_restore(max(want, nbytes))
+                    seen = now  # followed: a feed that failed is tried again at the next check
+                    log.info("the daemon (pid %s) reseeded after a restore (restore generation %s): fed %d bytes, "
+                             "%d bits credited; %s", now[0], now[1], fed.nbytes, fed.credited_bits, kernel)
+                elif want:
                     fed = self.feed(want)
                     log.debug("fed %d bytes, %d bits credited; entropy_avail %s -> %s", fed.nbytes,
                               fed.credited_bits, fed.entropy_avail_before, fed.entropy_avail_after)
-                    if fed.distrust != said:
-                        said = fed.distrust
-                        if said:
-                            log.warning("not crediting: %s; mixing its bytes in with 0 bits", said)
-                        else:
-                            log.info("crediting again: the server is trusted")
-                except (client.EGDError, OSError) as e:
-                    log.warning("cannot feed the kernel: %s", e)
+                if (restored or want) and fed.distrust != said:
+                    said = fed.distrust
+                    if said:
+                        log.warning("not crediting: %s; mixing its bytes in with 0 bits", said)
+                    else:
+                        log.info("crediting again: the server is trusted")
+            except (client.EGDError, OSError) as e:
+                log.warning("cannot feed the kernel: %s", e)
             sleep(max(0.0, min(poll, next_regular - clock())))
+
+
+def restore_watch(admin_path: str, timeout: float) -> Callable[[], tuple | None]:
+    """The daemon's (pid, restore_generation) from its admin socket, or None when it cannot be read.
+
+    Polled, not pushed: the admin socket answers one short request a connection, and a
+    counter read every few seconds cannot miss a restore between two reads.
+    """
+    from prngd import admin
+
+    def read() -> tuple | None:
+        try:
+            status = admin.get_status(admin_path, timeout)
+        except (OSError, admin.AdminError):
+            return None  # restarting, or gone for now: the next check tries again
+        generation = status.get("restore_generation")
+        return (status.get("pid"), generation) if isinstance(generation, int) else None
+    return read
 
 
 def run_cli(args) -> int:
     """`prngd feed-kernel`; `args` from client's parser."""
-    from prngd import egd
+    from prngd import config, egd
 
     logging.basicConfig(level=logging.INFO, format="prngd feed-kernel: %(message)s", stream=sys.stderr)
     try:
-        egd.parse_address(args.socket)
+        address = egd.parse_address(args.socket)
     except ValueError as e:
         print(f"prngd feed-kernel: {e}", file=sys.stderr)
         return 2
@@ -204,5 +256,21 @@ def run_cli(args) -> int:
         return 0
     log.info("%s, from %s: every %gs, and when entropy_avail < write_wakeup_threshold (checked every %gs)",
              feeder.describe(), args.socket, args.interval, args.poll)
-    feeder.run(interval=args.interval, poll=args.poll, nbytes=args.nbytes)
+    admin_path = args.admin
+    if admin_path is None and address.is_unix:
+        admin_path = config.admin_socket_for(args.socket)
+    restores = seen = None
+    if admin_path is None:
+        log.info("not following the daemon's restores: %s is not a Unix socket (give --admin PATH)", args.socket)
+    else:
+        restores = restore_watch(admin_path, args.timeout)
+        seen = restores()
+        if seen is None:
+            log.info("not following the daemon's restores: no status from its admin socket %s (--admin PATH)",
+                     admin_path)
+            restores = None
+        else:
+            log.info("following the daemon's restores through %s (pid %s, restore generation %s)", admin_path,
+                     *seen)
+    feeder.run(interval=args.interval, poll=args.poll, nbytes=args.nbytes, restores=restores, seen=seen)
     return 0

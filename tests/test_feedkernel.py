@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import NOBODY_UID, ROOT, fork_as_nobody, recv_exact
+from conftest import NOBODY_UID, ROOT, Daemon, fork_as_nobody, recv_exact
 from prngd import client, feedkernel
 from prngd.feedkernel import RNDADDENTROPY, KernelFeeder
 
@@ -50,11 +50,19 @@ def denied(fd, request, arg, mutate=False):
     raise PermissionError(errno.EPERM, "Operation not permitted")
 
 
+RNDRESEEDCRNG = (ord("R") << 8) | 0x07  # _IO('R', 0x07): no direction, no size
+
+
 class RecordingIoctl:
     def __init__(self):
         self.calls = []
+        self.crng_reseeds = 0
 
     def __call__(self, fd, request, arg, mutate=False):
+        if request == RNDRESEEDCRNG:
+            assert arg == 0
+            self.crng_reseeds += 1
+            return 0
         assert request == RNDADDENTROPY
         count, size = struct.unpack_from("ii", arg)
         self.calls.append((count, bytes(arg[8:8 + size])))
@@ -78,6 +86,7 @@ def test_ioctl_number_and_argument_layout():
     arg = feedkernel.rand_pool_info(b"\x01\x02\x03", 24)
     assert isinstance(arg, bytearray)  # passed in place by fcntl.ioctl: no 1024-byte limit
     assert struct.unpack_from("ii", arg) == (24, 3) and arg[8:] == b"\x01\x02\x03"
+    assert feedkernel.RNDRESEEDCRNG == RNDRESEEDCRNG
 
 
 def test_unprivileged_writes_without_credit(kernel):
@@ -358,3 +367,63 @@ def test_the_loop_says_once_that_it_does_not_credit_and_again_when_it_does(kerne
     assert len(egd.reads) == 6 and said == [
         "not crediting: the server on /fake/egd-pool runs as uid 1000, neither root nor trusted (--trust-uid); "
         "mixing its bytes in with 0 bits", "crediting again: the server is trusted"]
+
+
+# ---------------------------------------------------------------- after a restore
+
+def test_the_loop_follows_a_restore_with_a_feed_and_a_crng_reseed(kernel, caplog):
+    caplog.set_level("INFO")
+    egd, t, ioctl = FakeEGD(), FakeTime(), RecordingIoctl()
+    f = KernelFeeder(egd, ioctl=ioctl, **kernel)
+    # (pid, restore_generation) as the daemon's status says it, one a check; None: could not be read.
+    said = iter([(7, 0), (7, 0), (7, 0), (7, 1), None, (7, 1), (8, 0), (8, 3), (8, 3)])
+    f.run(interval=600, poll=2, nbytes=48, sleep=t.sleep, clock=t.clock, rounds=8, restores=lambda: next(said))
+    assert ioctl.crng_reseeds == 2  # generation 0 -> 1, and 0 -> 3 after the daemon restarted (pid 8)
+    assert egd.reads == [48, 48, 48]  # the regular feed at start, then one at each restore
+    lines = [r.getMessage() for r in caplog.records if "after a restore" in r.getMessage()]
+    assert lines == ["the daemon (pid 7) reseeded after a restore (restore generation 1): fed 48 bytes, 384 bits "
+                     "credited; the kernel's generator reseeded (RNDRESEEDCRNG)",
+                     "the daemon (pid 8) reseeded after a restore (restore generation 3): fed 48 bytes, 384 bits "
+                     "credited; the kernel's generator reseeded (RNDRESEEDCRNG)"]
+
+
+def test_a_restore_whose_feed_fails_is_followed_at_the_next_check(kernel):
+    egd, t, ioctl = FakeEGD(fail=True), FakeTime(), RecordingIoctl()
+
+    def sleep(s):
+        t.sleep(s)
+        egd.fail = False  # the EGD socket answers again
+
+    said = iter([(7, 0), (7, 1), (7, 1), (7, 1)])
+    KernelFeeder(egd, ioctl=ioctl, **kernel).run(interval=600, poll=2, sleep=sleep, clock=t.clock, rounds=3,
+                                                 restores=lambda: next(said))
+    assert ioctl.crng_reseeds == 1 and len(egd.reads) == 1
+
+
+def test_a_daemon_restart_is_not_a_restore(kernel):
+    egd, t, ioctl = FakeEGD(), FakeTime(), RecordingIoctl()
+    said = iter([(7, 4), (9, 0), (9, 0)])
+    KernelFeeder(egd, ioctl=ioctl, **kernel).run(interval=600, poll=2, sleep=t.sleep, clock=t.clock, rounds=2,
+                                                 restores=lambda: next(said))
+    assert ioctl.crng_reseeds == 0 and len(egd.reads) == 1
+
+
+def test_feed_kernel_follows_prngd_reseed_on_a_real_daemon(start_daemon, kernel):
+    d = start_daemon()
+    feeder = Daemon(["feed-kernel", d.socket, "--no-credit", "--poll", "0.1", "--interval", "10000",
+                     "--urandom", kernel["urandom"], "--entropy-avail", kernel["entropy_avail"],
+                     "--threshold-file", kernel["threshold"]], None)
+    try:
+        feeder.wait_for_line(f"following the daemon's restores through {d.socket}.admin (pid {d.pid}, restore "
+                             "generation 0)")
+        before = os.path.getsize(kernel["urandom"])  # 64 once the regular feed at start is done
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        done = subprocess.run([sys.executable, "-m", "prngd", "reseed", d.socket], capture_output=True, text=True,
+                              env=env, timeout=30)
+        assert done.returncode == 0, done.stderr
+        line = feeder.wait_for_line("reseeded after a restore")
+        assert line.endswith(f"the daemon (pid {d.pid}) reseeded after a restore (restore generation 1): fed 64 "
+                             "bytes, 0 bits credited; the kernel's generator not reseeded (--no-credit given)"), line
+        assert os.path.getsize(kernel["urandom"]) >= before + 64
+    finally:
+        feeder.stop()
