@@ -16,6 +16,7 @@ import os
 import stat
 import sys
 import time
+from typing import Callable
 
 from prngd import __version__, client, config, egd, kill, privileges
 
@@ -532,40 +533,41 @@ def _cmd_ping(args) -> int:
     return 0
 
 
-def _admin_path(args) -> str | int:
-    """The admin socket `prngd status|reseed` talks to, or the exit status after one line saying why none."""
+def _ask_admin(args, doing: str, ask: Callable[[str, float], object]) -> tuple[object, int | None]:
+    """(`ask(path, timeout)`'s answer, None) from the admin socket `prngd status|reseed` talks to, or
+    (None, exit status) after one line saying why not."""
+    from prngd import admin
+
     tool, what = f"prngd {args.command}", {"status": "the status comes", "reseed": "a reseed is asked"}[args.command]
     try:
         address = egd.parse_address(args.socket)
     except ValueError as e:
         print(f"{tool}: {e}", file=sys.stderr)
-        return 2
+        return None, 2
     path = args.admin or config.admin_socket_for(args.socket)
     if not args.admin and not os.path.exists(path):
         # Served on the admin socket only; say which one is missing and why.
         if not address.is_unix:
             print(f"{tool}: {what} from the daemon's admin socket (a Unix socket), not from "
                   f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
-            return 1
+            return None, 1
         if os.path.exists(address.path):
             print(f"{tool}: {address.path} exists but its admin socket {path} does not: the daemon runs "
                   f"with admin_socket = none or elsewhere; {args.command} needs it (--admin PATH)", file=sys.stderr)
-            return 1
-    return path
+            return None, 1
+    try:
+        return ask(path, args.timeout), None
+    except (OSError, admin.AdminError) as e:
+        print(f"{tool}: {client.error_for(e, egd.Address(path=path), doing)}", file=sys.stderr)
+        return None, 1
 
 
 def _cmd_reseed(args) -> int:
     from prngd import admin
 
-    path = _admin_path(args)
-    if isinstance(path, int):
-        return path
-    try:
-        said = admin.reseed(path, args.timeout)
-    except (OSError, admin.AdminError) as e:
-        err = client.error_for(e, egd.Address(path=path), "asking for a reseed")
-        print(f"prngd reseed: {err}", file=sys.stderr)
-        return 1
+    said, failed = _ask_admin(args, "asking for a reseed", admin.reseed)
+    if failed is not None:
+        return failed
     print(f"prngd reseed: {said}")
     return 0
 
@@ -573,25 +575,25 @@ def _cmd_reseed(args) -> int:
 def _cmd_status(args) -> int:
     from prngd import admin
 
-    path = _admin_path(args)
-    if isinstance(path, int):
-        return path
-    try:
-        status = admin.get_status(path, args.timeout)
-    except (OSError, admin.AdminError) as e:
-        err = client.error_for(e, egd.Address(path=path), "asking for the status")
-        print(f"prngd status: {err}", file=sys.stderr)
-        return 1
+    def ask(path: str, timeout: float) -> tuple[dict, dict | None]:
+        status = admin.get_status(path, timeout)
+        if args.json:
+            return status, None
+        try:
+            return status, admin.get_history(path, timeout)
+        except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
+            print(f"prngd status: no history: {e}", file=sys.stderr)
+            return status, None
+
+    answer, failed = _ask_admin(args, "asking for the status", ask)
+    if failed is not None:
+        return failed
+    status, history = answer
     if args.json:
         sys.stdout.write(admin.render_status_json(status).decode("utf-8"))
         return 0
     from prngd import summary
 
-    try:
-        history = admin.get_history(path, args.timeout)
-    except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
-        history = None
-        print(f"prngd status: no history: {e}", file=sys.stderr)
     sys.stdout.write(summary.render(status, history, sparklines=_can_draw(sys.stdout)))
     return 0
 

@@ -23,6 +23,20 @@ def reseed(*args) -> subprocess.CompletedProcess:
                           timeout=60, cwd="/")
 
 
+def reseed_as_nobody(socket: str) -> tuple[int, str]:
+    """`prngd reseed SOCKET` run in a child that became uid 65534: (exit status, what it printed)."""
+
+    def ask(w: int) -> int:
+        sys.stdout = sys.stderr = os.fdopen(w, "w")  # flushed by fork_as_nobody
+        return cli.main(["reseed", socket])
+
+    pid, r = fork_as_nobody(ask)
+    with os.fdopen(r) as f:
+        said = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), said
+
+
 def test_reseed_reseeds_rewrites_the_seed_file_and_logs_one_line(start_daemon, tmp_path):
     seed = tmp_path / "seed"
     d = start_daemon(seed=seed)
@@ -64,16 +78,8 @@ def test_reseed_is_refused_to_another_uid(start_daemon, open_dir):
     seed = open_dir / "seed"
     d = start_daemon(seed=seed, socket=str(open_dir / "egd.sock"), config="[prngd]\nadmin_mode = 0666\n")
     before, on_disk = admin.get_status(d.socket + ".admin"), seed.read_bytes()
-
-    def ask(w: int) -> int:
-        sys.stdout = sys.stderr = os.fdopen(w, "w")  # flushed by fork_as_nobody
-        return cli.main(["reseed", d.socket])
-
-    pid, r = fork_as_nobody(ask)
-    with os.fdopen(r) as f:
-        said = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1
+    code, said = reseed_as_nobody(d.socket)
+    assert code == 1
     assert said == (f"prngd reseed: {d.socket}.admin: asking for a reseed: the daemon answered 403: only root or "
                     f"the daemon's user (uid 0) may ask for a reseed\n")
     d.wait_for_line(f"admin: reseed refused to uid {NOBODY_UID}: only root or the daemon's user (uid 0) may ask")
@@ -87,16 +93,8 @@ def test_reseed_is_refused_to_another_uid(start_daemon, open_dir):
 def test_the_daemons_own_user_may_ask(start_daemon, open_dir):
     """After -u nobody, the daemon's user is nobody: nobody's request is its own, and allowed."""
     d = start_daemon("-u", "nobody", socket=str(open_dir / "egd.sock"), config="[prngd]\nadmin_mode = 0666\n")
-
-    def ask(w: int) -> int:
-        sys.stdout = sys.stderr = os.fdopen(w, "w")  # flushed by fork_as_nobody
-        return cli.main(["reseed", d.socket])
-
-    pid, r = fork_as_nobody(ask)
-    with os.fdopen(r) as f:
-        said = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, said
+    code, said = reseed_as_nobody(d.socket)
+    assert code == 0, said
     assert said.startswith(f"prngd reseed: pid {d.pid}: pool reseeded") and "restore generation 1" in said
     d.wait_for_line(f"reseed asked by uid {NOBODY_UID} (prngd reseed)")
     assert d.stop() == 0
