@@ -1,6 +1,6 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it, plus the client tools.
 
-`prngd get|add|status|ping|feed-kernel ...` are the client tools;
+`prngd get|add|status|ping|reseed|feed-kernel ...` are the client tools;
 anything else starts (or with -k stops) the daemon.  A socket literally named
 like a tool can be given as ./NAME.
 """
@@ -16,10 +16,11 @@ import os
 import stat
 import sys
 import time
+from typing import Callable
 
 from prngd import __version__, client, config, egd, kill, privileges
 
-CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
+CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
@@ -276,7 +277,7 @@ def daemon_main(argv: list[str]) -> int:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
-        return max((kill.kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
+        return kill.kill_daemons(settings.resolved_sockets(), settings.pidfile)
 
     pinned = None
     if settings.user:
@@ -350,6 +351,18 @@ def _whole(name: str, unit: str, lo: int, hi: int | None = None):
     return convert
 
 
+def _uid(text: str) -> int:
+    """An argparse type: a uid (any number: a container's may have no name here), or a user name."""
+    import pwd
+
+    if text.isdigit() and int(text) < 2**32 - 1:
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"--trust-uid: no user {text!r} in the password database") from None
+
+
 def _seconds(name: str):
     def convert(text: str) -> float:
         try:
@@ -400,6 +413,14 @@ def tools_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ping", help="ask the daemon's pid (0x04); exit 1 if it does not answer")
     socket_arg(sp)
 
+    sp = sub.add_parser("reseed", help="make the daemon reseed now from the kernel (after a VM restore)",
+                        description="Ask the daemon, over its admin socket, to reseed its pool at once from the "
+                                    "kernel and rewrite its seed file, as it does when it detects a restore: for "
+                                    "snapshot tools and host agents to call after restoring a VM. Root or the "
+                                    "daemon's user only.")
+    sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
+    socket_arg(sp)
+
     sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
     socket_arg(sp)
     sp.add_argument("--once", action="store_true", help="feed once, say what was done, and exit")
@@ -411,6 +432,11 @@ def tools_parser() -> argparse.ArgumentParser:
                     help=f"bytes per regular feed, 1 to {MAX_FEED} (default 64)")
     sp.add_argument("--no-credit", action="store_true",
                     help="write to the urandom device without crediting, even when allowed to credit")
+    sp.add_argument("--trust-uid", type=_uid, action="append", default=[], metavar="USER",
+                    help="credit a server listening as USER (a name or a uid; repeatable) as well as root's; "
+                         "any other server's bytes, and a TCP server's, are mixed in with 0 bits")
+    sp.add_argument("--admin", metavar="PATH",
+                    help="the daemon's admin socket, read for restores (default: SOCKET + '.admin')")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)
@@ -508,41 +534,67 @@ def _cmd_ping(args) -> int:
     return 0
 
 
-def _cmd_status(args) -> int:
+def _ask_admin(args, doing: str, ask: Callable[[str, float], object]) -> tuple[object, int | None]:
+    """(`ask(path, timeout)`'s answer, None) from the admin socket `prngd status|reseed` talks to, or
+    (None, exit status) after one line saying why not."""
     from prngd import admin
 
+    tool, what = f"prngd {args.command}", {"status": "the status comes", "reseed": "a reseed is asked"}[args.command]
     try:
         address = egd.parse_address(args.socket)
     except ValueError as e:
-        print(f"prngd status: {e}", file=sys.stderr)
-        return 2
+        print(f"{tool}: {e}", file=sys.stderr)
+        return None, 2
     path = args.admin or config.admin_socket_for(args.socket)
     if not args.admin and not os.path.exists(path):
-        # Status is served on the admin socket only; say which one is missing and why.
+        # Served on the admin socket only; say which one is missing and why.
         if not address.is_unix:
-            print(f"prngd status: the status comes from the daemon's admin socket (a Unix socket), not from "
+            print(f"{tool}: {what} from the daemon's admin socket (a Unix socket), not from "
                   f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
-            return 1
+            return None, 1
         if os.path.exists(address.path):
-            print(f"prngd status: {address.path} exists but its admin socket {path} does not: the daemon runs "
-                  "with admin_socket = none or elsewhere; status needs it (--admin PATH)", file=sys.stderr)
-            return 1
+            print(f"{tool}: {address.path} exists but its admin socket {path} does not: the daemon runs "
+                  f"with admin_socket = none or elsewhere; {args.command} needs it (--admin PATH)", file=sys.stderr)
+            return None, 1
     try:
-        status = admin.get_status(path, args.timeout)
+        return ask(path, args.timeout), None
     except (OSError, admin.AdminError) as e:
-        err = client.error_for(e, egd.Address(path=path), "asking for the status")
-        print(f"prngd status: {err}", file=sys.stderr)
-        return 1
+        print(f"{tool}: {client.error_for(e, egd.Address(path=path), doing)}", file=sys.stderr)
+        return None, 1
+
+
+def _cmd_reseed(args) -> int:
+    from prngd import admin
+
+    said, failed = _ask_admin(args, "asking for a reseed", admin.reseed)
+    if failed is not None:
+        return failed
+    print(f"prngd reseed: {said}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from prngd import admin
+
+    def ask(path: str, timeout: float) -> tuple[dict, dict | None]:
+        status = admin.get_status(path, timeout)
+        if args.json:
+            return status, None
+        try:
+            return status, admin.get_history(path, timeout)
+        except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
+            print(f"prngd status: no history: {e}", file=sys.stderr)
+            return status, None
+
+    answer, failed = _ask_admin(args, "asking for the status", ask)
+    if failed is not None:
+        return failed
+    status, history = answer
     if args.json:
         sys.stdout.write(admin.render_status_json(status).decode("utf-8"))
         return 0
     from prngd import summary
 
-    try:
-        history = admin.get_history(path, args.timeout)
-    except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
-        history = None
-        print(f"prngd status: no history: {e}", file=sys.stderr)
     sys.stdout.write(summary.render(status, history, sparklines=_can_draw(sys.stdout)))
     return 0
 
@@ -566,5 +618,5 @@ def _cmd_feed_kernel(args) -> int:
     return feedkernel.run_cli(args)
 
 
-_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping,
+_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping, "reseed": _cmd_reseed,
              "feed-kernel": _cmd_feed_kernel}

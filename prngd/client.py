@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Generator, Iterable, Iterator
 
@@ -289,6 +290,14 @@ class EGDClient:
     def pid(self) -> int:
         """The server's process id (0x04)."""
         return self._run(_op_pid())
+
+    def peer_uid(self) -> int | None:
+        """The uid the server listened as (SO_PEERCRED of a Unix socket, from the kernel, not from the
+        server's word); None on TCP, whose server cannot be identified this way."""
+        if not self.address.is_unix:
+            return None
+        _, uid, _ = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return uid
 
 
 # ---------------------------------------------------------------- trio client

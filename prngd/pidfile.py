@@ -78,11 +78,56 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+_PYTHON_OPTIONS_WITH_VALUE = "WX"  # -W arg, -X opt (-m and -c are handled apart)
+
+
+def _is_python(name: str) -> bool:
+    """python, python3, python3.11, python3.11d, python3-dbg, pypy3 ..."""
+    for interpreter in ("python", "pypy"):
+        if name.startswith(interpreter):
+            version = name[len(interpreter):].removesuffix("-dbg").removesuffix("d")
+            return all(c.isdigit() or c == "." for c in version)
+    return False
+
+
 def is_prngd_argv(argv: list[str]) -> bool:
-    """`prngd ...` (or `python3 /usr/bin/prngd ...`) or `python3 [opts] -m prngd ...`."""
-    if any(os.path.basename(a) == "prngd" for a in argv[:2]):
+    """Whether a command line runs one of prngd's own entry points, and nothing else.
+
+    Accepted: the `prngd` script run directly (argv[0] named prngd), or by a
+    Python interpreter (`python3 [opts] /usr/local/bin/prngd ...`), and
+    `python3 [opts] -m prngd ...`.  Another program that merely takes a path
+    ending in prngd as an argument (`less /usr/bin/prngd`) is not a prngd.
+    """
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) == "prngd":
         return True
-    return any(a == "-m" and b == "prngd" for a, b in zip(argv[1:4], argv[2:5]))
+    if not _is_python(os.path.basename(argv[0])):
+        return False
+    # The interpreter's own options, as its command line parser reads them,
+    # up to what it runs: a module (-m), a command (-c), stdin, or a script.
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            return os.path.basename(next(args, "")) == "prngd"
+        if arg == "--check-hash-based-pycs":
+            next(args, None)
+            continue
+        if arg.startswith("--"):
+            continue  # --help, --version and the like take no value
+        if arg == "-" or not arg.startswith("-"):
+            return os.path.basename(arg) == "prngd"  # the script (or "-", stdin)
+        flags = arg[1:]
+        for i, flag in enumerate(flags):
+            if flag == "c":
+                return False
+            if flag == "m":
+                return (flags[i + 1:] or next(args, "")) == "prngd"
+            if flag in _PYTHON_OPTIONS_WITH_VALUE:
+                if not flags[i + 1:]:
+                    next(args, None)
+                break
+    return False
 
 
 def is_prngd(pid: int) -> bool:

@@ -51,7 +51,10 @@
 #              hmac-drbg: Generate(n, additional_input = R), once per buffer_size bytes.
 #   clocks:    a resume or a restore (below) reseeds at once, as a reseed
 #              does, from D || R || i64le(monotonic, boottime - monotonic,
-#              realtime - monotonic), with label "prngd pool resume".
+#              realtime - monotonic), with label "prngd pool resume";
+#              a requested one (reseed_from_kernel: `prngd reseed`) from
+#              D || R || i64le(monotonic, boottime, realtime), label
+#              "prngd pool reseed request".
 # Keyed BLAKE2b is a PRF under K (knowing D without K tells nothing of the
 # new K) and a strong hash of D (knowing K without D means guessing D), so
 # the new key is secret if either input is, and a reseed with enough fresh
@@ -131,6 +134,7 @@ _LABEL_FORK = b"prngd pool fork"
 _LABEL_COUNTER = b"prngd pool reseed counter"
 _LABEL_REFILL = b"prngd pool refill"
 _LABEL_RESUME = b"prngd pool resume"
+_LABEL_REQUEST = b"prngd pool reseed request"
 _DRBG_PERSONALIZATION = b"prngd pool hmac-drbg"
 _ACCUMULATOR_LABEL = b"prngd pool accumulator v1"
 
@@ -743,6 +747,11 @@ class Pool:
         before is discarded.  While the kernel's generator is not ready there is nothing fresh to mix."""
         self._gen.refresh()
         self._refreshes += 1
+
+    def reseed_from_kernel(self) -> None:
+        """Reseed now with fresh kernel randomness, as a detected restore does: for a restore
+        that only something outside can tell (`prngd reseed` from a snapshot tool)."""
+        self._reseed_fresh(_LABEL_REQUEST, struct.pack("<qqq", *self._clocks()))
 
     def check_clocks(self) -> list[str]:
         """Check the clocks now (reseeding on a resume or a restore); every such event

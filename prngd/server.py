@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import time
+from functools import partial
 from typing import Callable
 
 import trio
@@ -114,6 +115,8 @@ class Daemon:
         self._pidfile: str | None = None  # written by us, removed at stop
         self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
         self.vmclock = None  # a vmclock.VmClock the pool watches, where the machine has one
+        # Bumped at each restore (or resume) reseed, detected or requested: feed-kernel follows it.
+        self.restore_generation = 0
 
     # ------------------------------------------------------------ start-up
 
@@ -239,7 +242,8 @@ class Daemon:
         if admin_sock is not None:
             from prngd import admin
 
-            nursery.start_soon(admin.serve_admin, admin_sock, self.status, self.history.as_dict)
+            nursery.start_soon(partial(admin.serve_admin, admin_sock, self.status, self.history.as_dict,
+                                       reseed=self.reseed_now))
         nursery.start_soon(self._low_entropy_monitor)
         nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
         nursery.start_soon(self._clock_watch)
@@ -417,14 +421,30 @@ class Daemon:
 
     async def _check_clocks(self) -> None:
         events = self.pool.check_clocks()
-        for reason in events:
-            log.info("%s: pool reseeded with fresh kernel randomness", reason)
-        if events and self.seed_state is not None:
-            # Copies of a restored VM also share the seed file on its disk:
-            # each replaces it now with output of its own reseeded pool.
-            from prngd import seedfile
+        if events:
+            await self._restored(events)
 
-            await self._save_seed(seedfile)
+    async def _restored(self, reasons: list[str]) -> bool | None:
+        """After a restore reseed: one line a reason, the generation bumped, the seed file
+        rewritten (its save's success; None without a seed file)."""
+        for reason in reasons:
+            log.info("%s: pool reseeded with fresh kernel randomness", reason)
+        self.restore_generation += len(reasons)
+        if self.seed_state is None:
+            return None
+        # Copies of a restored VM also share the seed file on its disk:
+        # each replaces it now with output of its own reseeded pool.
+        from prngd import seedfile
+
+        return await self._save_seed(seedfile)
+
+    async def reseed_now(self, uid: int) -> str:
+        """`prngd reseed` (the admin socket, asked by `uid`): what a detected restore does, now."""
+        self.pool.reseed_from_kernel()
+        saved = await self._restored([f"reseed asked by uid {uid} (prngd reseed)"])
+        seed = {None: "no seed file", True: "seed file rewritten", False: "seed file NOT rewritten (see the log)"}
+        return (f"pid {os.getpid()}: pool reseeded with fresh kernel randomness ({self.pool.stats()['reseeds']} "
+                f"reseeds, restore generation {self.restore_generation}); {seed[saved]}")
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
@@ -503,6 +523,7 @@ class Daemon:
             "generator": self.pool.generator_name,
             "reseeds": pool_stats.get("reseeds", 0),
             "detectors": pool_stats.get("detectors", []),
+            "restore_generation": self.restore_generation,
             "pool": pool_stats,
             "sources": [s.stats() for s in self.sources],
             "connections": {"current": c.current, "total": c.total, "rejected": c.rejected,

@@ -807,6 +807,19 @@ def test_resume_or_restore_reseeds_at_once(generator, event, words):
 
 
 @pytest.mark.parametrize("generator", GENERATORS)
+def test_a_requested_reseed_makes_restored_copies_differ_at_once(generator):
+    """`prngd reseed`: a restore only a snapshot tool knows of (the clocks show nothing)."""
+    (a, b), (ka, kb) = snapshot_twins(generator)
+    ka.rnd, kb.rnd = FakeRandom(b"copy a"), FakeRandom(b"copy b")
+    reseeds = a.stats()["reseeds"]
+    a.reseed_from_kernel()
+    b.reseed_from_kernel()
+    assert a.stats()["reseeds"] == reseeds + 1 and a.stats()["clock_reseeds"] == 0
+    assert a.check_clocks() == []  # not a clock event
+    assert _blocks_all_differ(a.read(256), b.read(256))  # mid-buffer, from the very next byte
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
 def test_refill_notices_a_resume_and_check_clocks_reports_it_once(generator):
     clocks = FakeClocks()
     pool = make_pool(generator, clocks=clocks, buffer_size=1024)

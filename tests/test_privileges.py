@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
@@ -222,6 +223,71 @@ def test_a_drop_that_leaves_root_regainable_is_refused(monkeypatch):
     # sandbox that fakes them: setuid(0) then succeeds, and the drop must refuse.
     for name in ("initgroups", "setgid", "setuid"):
         monkeypatch.setattr(os, name, lambda *args: None)
+    # This test process must keep its bounding set: the daemons later tests start need it.
+    monkeypatch.setattr(privileges, "_drop_bounding_set", lambda: None)
     with pytest.raises(privileges.PrivilegeError) as e:
         privileges.drop(privileges.lookup("nobody"))
     assert str(e.value) == "after switching to nobody the process could become root again; refusing to run"
+
+
+# ---------------------------------------------------------------- no privilege left to regain
+
+def caps_of(pid: int) -> dict[str, str]:
+    return {k: v[0] for k, v in status_fields(f"/proc/{pid}/status").items()
+            if k in privileges.LOCKED}
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv(1) to start with an inheritable capability")
+def test_after_the_drop_no_capability_set_holds_anything_and_no_new_privs_is_set(start_daemon, open_dir,
+                                                                                 tmp_path, monkeypatch):
+    """Started, as a service manager may, with a capability in its inheritable and ambient sets."""
+    wrapper = tmp_path / "python-with-inheritable-caps"
+    wrapper.write_text("#!/bin/sh\nexec setpriv --inh-caps=+net_bind_service --ambient-caps=+net_bind_service "
+                       f"{sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))  # what conftest's Daemon runs
+    d = start_daemon("-u", "nobody", socket=str(open_dir / "egd.sock"))
+    assert caps_of(d.pid) == {"NoNewPrivs": "1", "CapInh": "0000000000000000", "CapPrm": "0000000000000000",
+                              "CapEff": "0000000000000000", "CapBnd": "0000000000000000",
+                              "CapAmb": "0000000000000000"}
+    assert len(egd_read(d.socket, 16)) == 16
+    assert d.stop() == 0
+
+
+@needs_root
+def test_a_drop_that_cannot_set_no_new_privs_is_refused_with_one_line(monkeypatch):
+    """The check reads /proc/self/status, not what the calls returned: a prctl that silently does nothing
+    (a seccomp filter answering 0) is caught.  Run in a child, which really switches to nobody."""
+    real_prctl = privileges._prctl
+    monkeypatch.setattr(privileges, "_prctl", lambda option, *args: 0 if option == privileges.PR_SET_NO_NEW_PRIVS
+                        else real_prctl(option, *args))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            privileges.drop(privileges.lookup("nobody"))
+            os.write(w, b"dropped")
+        except privileges.PrivilegeError as e:
+            os.write(w, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    assert said == "after switching to nobody the process keeps privileges (NoNewPrivs 0); refusing to run"
+
+
+@pytest.mark.parametrize("fields,wrong", [
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0", "CapAmb": "0"}, {}),
+    ({"NoNewPrivs": "0", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0", "CapAmb": "0"},
+     {"NoNewPrivs": "0"}),
+    ({"NoNewPrivs": "1", "CapInh": "0000000000000400", "CapPrm": "0", "CapEff": "0", "CapBnd": "000001ffffffffff",
+      "CapAmb": "0"}, {"CapInh": "0000000000000400", "CapBnd": "000001ffffffffff"}),
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0"}, {"CapAmb": "missing"}),
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "junk", "CapBnd": "0", "CapAmb": "0"},
+     {"CapEff": "junk"}),
+])
+def test_what_the_drop_requires_of_proc_self_status(fields, wrong):
+    assert privileges.unlocked(fields) == wrong
