@@ -121,16 +121,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return None if self.proc is None else stop(self.proc)
 
     def log(self, tail: int = 4000) -> str:
         try:
@@ -174,13 +165,19 @@ def probe_pr(argv: list[str], path: str, log: Path, cwd: Path, timeout: float = 
                 return f"the daemon did not answer on {path} within {timeout:g} s"
             time.sleep(0.005)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout` seconds; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def baseline_argv(mode: str, unix: str, tcp: str | None) -> list[str]:
