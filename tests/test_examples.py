@@ -272,3 +272,17 @@ def test_readme_set_up_keeps_two_commands():
     commands = [line for line in setup.splitlines() if line.startswith("    ")]
     assert len(commands) == 2, commands
     assert text.index("## Check that it works") == text.index("\n## ", text.index("## Set-up") + 1) + 1
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI (.ci/run, a clean clone as root) runs the README's test command, minus the venv."""
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up\n", 1)[1].split("\n## ", 1)[0]
+    daemon, tests = [line[4:] for line in setup.splitlines() if line.startswith("    ")]
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert daemon.startswith(venv) and daemon.endswith("python3 -m prngd -f"), daemon
+    assert tests.startswith(venv), tests
+    install, run = tests[len(venv):].split(" && ")
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert install.replace("pip install", "pip install -q") in ci, install
+    assert ci[-1] == run, run
