@@ -1,0 +1,208 @@
+"""Containers for real: the example client in a bubblewrap container, and the Kubernetes DaemonSet.
+
+The container has fresh user, pid, net and ipc namespaces, an empty /tmp,
+the interpreter's directories read-only, the client's source read-only, and
+of the host's /tmp only the daemon's socket directory, bound (read-only) at
+/run/prngd as examples/containers/ does it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, egd_read, free_tcp_port
+from test_examples import EXAMPLES, check_client_output
+
+BWRAP = shutil.which("bwrap")
+NAMESPACES = ("user", "pid", "net", "ipc")
+SOCKET_DIR = "/run/prngd"  # where the container sees the host's socket directory
+SOCKET = SOCKET_DIR + "/egd-pool"
+
+
+def _user_namespaces_missing() -> str | None:
+    """Why no container can be made here (None: bwrap and user namespaces work)."""
+    if BWRAP is None:
+        return "bwrap is not installed (Debian: bubblewrap; .ci/run installs it)"
+    out = subprocess.run([BWRAP, "--unshare-user", "--ro-bind", "/", "/", "true"], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        return f"user namespaces are unavailable here (bwrap --unshare-user: {out.stderr.strip()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def bwrap():
+    reason = _user_namespaces_missing()
+    if reason:
+        pytest.skip(reason)
+    return BWRAP
+
+
+def _interpreter_dirs() -> list[str]:
+    """The directories this python3 runs from, outside /usr: a pyenv or /opt install (a venv's base)."""
+    exe = os.path.realpath(sys.executable)
+    dirs = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(exe))}
+    dirs = {d for d in dirs if not Path(d).is_relative_to("/usr")}
+    return sorted(d for d in dirs if not any(d != o and Path(d).is_relative_to(o) for o in dirs))
+
+
+def container(bwrap: str, socket_dir: Path, *extra: str) -> list[str]:
+    """bwrap's argv up to the command: what the interpreter needs read-only, and the socket directory."""
+    argv = [bwrap, *(f"--unshare-{ns}" for ns in NAMESPACES), "--die-with-parent",
+            "--clearenv", "--setenv", "PYTHONPATH", "/src",
+            "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: symlinks
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    for d in _interpreter_dirs():
+        argv += ["--ro-bind", d, d]
+    argv += ["--ro-bind", str(ROOT / "prngd"), "/src/prngd",
+             "--ro-bind", str(EXAMPLES), "/src/examples",
+             "--ro-bind", str(socket_dir), SOCKET_DIR,
+             "--proc", "/proc", "--tmpfs", "/tmp", *extra]
+    return argv + ["--", os.path.realpath(sys.executable), "-s"]
+
+
+PROBE = r"""
+import json, os, socket, sys
+tcp = socket.socket()
+tcp.settimeout(5)
+try:
+    tcp.connect(("127.0.0.1", int(sys.argv[2])))
+    tcp_result = "connected"
+except OSError as e:
+    tcp_result = e.strerror
+print(json.dumps({
+    "ns": {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("user", "pid", "net", "ipc")},
+    "pid": os.getpid(),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "tmp": os.listdir("/tmp"),
+    "socket_dir": sorted(os.listdir("/run/prngd")),
+    "host_dir_visible": os.path.exists(sys.argv[1]),
+    "tcp": tcp_result,
+}))
+"""
+
+
+def test_example_client_in_a_container(bwrap, start_daemon, tmp_path):
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir()
+    (tmp_path / "secret-beside-the-socket-dir").write_text("the container must not see this\n")
+    port = free_tcp_port()
+    d = start_daemon(socket=str(socket_dir / "egd-pool"), extra_sockets=[f"127.0.0.1:{port}"])
+
+    run = subprocess.run([*container(bwrap, socket_dir), "/src/examples/python_client.py", SOCKET],
+                         capture_output=True, text=True, timeout=60)
+    check_client_output(run)
+
+    probe = subprocess.run([*container(bwrap, socket_dir), "-c", PROBE, str(tmp_path), str(port)],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout)
+    for ns in NAMESPACES:
+        assert seen["ns"][ns] != os.readlink(f"/proc/self/ns/{ns}"), f"the container shares the host's {ns} namespace"
+    # Its own pid namespace: bwrap's init and the client, not the daemon nor anything else of the host.
+    assert seen["pids"] == [1, 2] and seen["pid"] == 2, seen["pids"]
+    # Of the host's /tmp it sees the socket directory alone, as /run/prngd; its own /tmp is empty.
+    assert seen["tmp"] == []
+    assert seen["socket_dir"] == sorted(os.listdir(socket_dir)) and "egd-pool" in seen["socket_dir"]
+    assert not seen["host_dir_visible"]
+    # Its own network: the daemon's loopback TCP port, which answers on the host, is not there.
+    assert len(egd_read(f"127.0.0.1:{port}", 8)) == 8
+    assert seen["tcp"] != "connected"
+    assert d.proc.poll() is None
+
+
+# One long-running client: a line on stdin names a socket; it answers with the
+# server's pid (0x04) and 32 bytes (0x02) from a new connection, or the error.
+CLIENT_LOOP = r"""
+import sys
+from prngd.client import EGDClient, EGDError
+for line in sys.stdin:
+    try:
+        with EGDClient(line.strip(), timeout=10) as egd:
+            print(egd.pid(), egd.read(32).hex(), flush=True)
+    except EGDError as e:
+        print("error:", e, flush=True)
+"""
+
+
+class Contained:
+    """A process in a container, asked one line at a time."""
+
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self._lines: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def ask(self, line: str, timeout: float = 30.0) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        try:
+            answer = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no answer to {line!r} in {timeout} s") from None
+        assert answer is not None, f"the contained process exited: {self.proc.wait(10)} {self.proc.stderr.read()}"
+        return answer
+
+    def close(self) -> int:
+        self.proc.stdin.close()
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+            self._reader.join(5)
+
+
+def served_by(answer: str) -> int:
+    pid, data = answer.split()
+    assert len(bytes.fromhex(data)) == 32
+    return int(pid)
+
+
+def test_a_directory_mount_outlives_a_daemon_restart(bwrap, start_daemon, tmp_path):
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir()
+    path = str(socket_dir / "egd-pool")
+    first = start_daemon(socket=path)
+    # The same process sees the socket twice: in the bound directory, and as a
+    # socket file bound on its own (what examples/containers/ says not to do).
+    client = Contained([*container(bwrap, socket_dir, "--ro-bind", path, "/run/egd-pool"), "-c", CLIENT_LOOP])
+    try:
+        assert served_by(client.ask(SOCKET)) == first.pid
+        assert served_by(client.ask("/run/egd-pool")) == first.pid
+
+        assert first.stop() == 0
+        assert not os.path.exists(path), "the stopped daemon left its socket"
+        assert client.ask(SOCKET).startswith("error: ")
+        second = start_daemon(socket=path)
+        assert second.pid != first.pid
+
+        # The directory shows the new daemon's socket to the process that was already running...
+        assert served_by(client.ask(SOCKET)) == second.pid
+        # ...a bound socket file still names the old one, which nobody serves.
+        assert client.ask("/run/egd-pool").startswith("error: ")
+        assert served_by(client.ask(SOCKET)) == second.pid
+    finally:
+        status = client.close()
+    assert status == 0, client.proc.stderr.read()
