@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, egd_read, free_tcp_port
+from prngd import cli, config, identity
 from test_examples import EXAMPLES, check_client_output
 
 BWRAP = shutil.which("bwrap")
@@ -206,3 +207,75 @@ def test_a_directory_mount_outlives_a_daemon_restart(bwrap, start_daemon, tmp_pa
     finally:
         status = client.close()
     assert status == 0, client.proc.stderr.read()
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+DAEMONSET = EXAMPLES / "kubernetes" / "prngd-daemonset.yaml"
+
+
+def daemonset() -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    return yaml.safe_load(DAEMONSET.read_text())
+
+
+def test_daemonset_is_valid_for_every_kubernetes_schema_shipped():
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (the test extra)")
+    from kubernetes_validate import utils
+
+    doc = daemonset()
+    versions = utils.all_versions()
+    assert versions, "kubernetes-validate ships no schemas"
+    for version in versions:
+        kv.validate(doc, version, strict=True)  # raises ValidationError
+    # Strict validation has teeth: a misspelt field is refused.
+    wrong = daemonset()
+    wrong["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFS"] = True
+    with pytest.raises(kv.ValidationError):
+        kv.validate(wrong, kv.latest_version(), strict=True)
+
+
+def _mounts(container: dict, volumes: dict) -> dict[str, str]:
+    """mountPath -> the node's hostPath, for a container."""
+    return {m["mountPath"]: volumes[m["name"]]["hostPath"]["path"] for m in container["volumeMounts"]}
+
+
+def test_daemonset_serves_the_node_socket_directory_unprivileged():
+    spec = daemonset()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (prngd,) = spec["containers"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    sc = prngd["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert "runAsUser" not in sc and "runAsNonRoot" not in sc  # the pod's non-root uid
+    assert prngd["resources"]["requests"] and prngd["resources"]["limits"]["memory"]
+
+    # The daemon's command line as prngd reads it: its socket and seed are on the node's disk.
+    assert prngd["command"][0] == "prngd"
+    settings = cli.load_settings(cli.parser().parse_args(prngd["command"][1:]))
+    assert settings.foreground
+    mounts = _mounts(prngd, volumes)
+    (socket_path,) = settings.resolved_sockets()
+    assert mounts[os.path.dirname(socket_path)] == "/run/prngd" == os.path.dirname(socket_path)
+    assert os.path.dirname(settings.resolved_seedfile()) in mounts
+    assert config.admin_socket_for(socket_path).startswith("/run/prngd/")
+    # The node's machine-id, so that the seed is credited at the next start on this node.
+    assert mounts["/etc/machine-id"] == "/etc/machine-id"
+    assert identity.MACHINE_ID_PATHS[0] == "etc/machine-id"
+
+    # Liveness: `prngd ping` on that socket.
+    for probe in ("livenessProbe", "readinessProbe"):
+        argv = prngd[probe]["exec"]["command"]
+        assert argv[:2] == ["prngd", "ping"], probe
+        args = cli.tools_parser().parse_args(argv[1:])
+        assert args.socket == socket_path and args.timeout < prngd[probe]["timeoutSeconds"], probe
+
+    # The one root step owns the directories to the pod's uid, with CAP_CHOWN alone.
+    (init,) = spec["initContainers"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    uid, gid = spec["securityContext"]["runAsUser"], spec["securityContext"]["runAsGroup"]
+    assert f"chown {uid}:{gid} " in init["command"][-1]
+    for path in _mounts(init, volumes):
+        assert path in init["command"][-1] and path in mounts
