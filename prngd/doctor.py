@@ -55,6 +55,8 @@ class Context:
     postfix_dir: str = POSTFIX_CONFIG_DIR
     # Filled in by the EGD-clients check, read by the sockets check: the paths those clients use.
     client_paths: dict[str, str] = field(default_factory=dict)  # path -> who reads it
+    # Filled in by the sockets check, read by the sandbox check: who serves what.
+    servers: dict[int, str] = field(default_factory=dict)  # pid -> the socket it serves
 
 
 @dataclass
@@ -217,7 +219,7 @@ def check_machine(ctx: Context, c: Check) -> None:
     elif os.environ.get("container"):
         container = os.environ["container"]
     if container:
-        kinds.append(f"a {container} container (it shares its host's kernel and cannot credit entropy to it)")
+        kinds.append(f"a {container} container (it shares its host's kernel, and credits entropy to it only with CAP_SYS_ADMIN)")
     c.facts.update(virtual_machine=any("virtual" in k for k in kinds), dmi_vendor=vendor, container=container)
     what = " and ".join(kinds) or "no sign of a virtual machine or a container"
     c.lines.append(f"machine: {what}" + (f"; DMI vendor {vendor}" if vendor else ""))
@@ -325,6 +327,8 @@ def check_egd_sockets(ctx: Context, c: Check) -> None:
         except (OSError, ValueError) as e:
             line, facts = f"{spec}: could not check ({e})", {"error": str(e)}
         c.facts["sockets"][spec] = facts
+        if facts.get("serves") and facts.get("peer_pid") == facts["pid"]:
+            ctx.servers.setdefault(facts["pid"], spec)
         if facts.get("exists") is False:
             absent.append(spec)
             continue
@@ -481,7 +485,31 @@ UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "User", "DynamicUser"
                    "PrivateTmp", "PrivateDevices", "NoNewPrivileges", "CapabilityBoundingSet")
 
 
+def _process_sandbox(pid: int) -> dict:
+    """What confines a process: its uids, effective capabilities, no_new_privs and seccomp mode."""
+    status = dict(line.split(":", 1) for line in _read_text(f"/proc/{pid}/status", 1 << 16).splitlines()
+                  if ":" in line)
+    caps = int(status["CapEff"].strip(), 16)
+    return {"uid": int(status["Uid"].split()[1]), "capabilities": f"{caps:#x}", "capability_count": caps.bit_count(),
+            "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
+            "seccomp": {"0": "none", "1": "strict", "2": "filter"}.get(status.get("Seccomp", "").strip(), "unknown")}
+
+
 def check_sandbox(ctx: Context, c: Check) -> None:
+    c.facts["processes"] = {}
+    for pid, spec in ctx.servers.items():
+        try:
+            box = _process_sandbox(pid)
+        except (OSError, KeyError, ValueError, IndexError) as e:
+            c.lines.append(f"process: pid {pid} (serving {spec}): its confinement could not be read ({e})")
+            continue
+        c.facts["processes"][str(pid)] = box
+        caps = "none" if not box["capability_count"] else f"{box['capability_count']} ({box['capabilities']})"
+        c.lines.append(f"process: pid {pid} (serving {spec}) runs as uid {box['uid']}, capabilities {caps}, "
+                       f"no_new_privs {'yes' if box['no_new_privs'] else 'no'}, seccomp {box['seccomp']}")
+        if box["uid"] == 0 and box["capability_count"] and "prngd" in _cmdline(pid):
+            c.fixes.append(f"pid {pid} serves {spec} as root with capabilities it does not need: start it with "
+                           "-u USER, or use examples/systemd/prngd.service (a dynamic user, no capabilities)")
     if not os.path.isdir("/run/systemd/system"):
         try:
             init = _read_text("/proc/1/comm").strip()

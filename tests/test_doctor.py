@@ -68,6 +68,14 @@ def test_doctor_sees_the_daemon_serving_a_configured_socket_and_its_seed(start_d
         assert "the next start credits 256 bits" in report["checks"]["seed"]["lines"][0]
     else:
         assert s["credit_bits"] == 0 and s["note"]
+    # What confines the daemon, from /proc: here it runs as the test's user, with the test's capabilities.
+    box = report["checks"]["sandbox"]["processes"][str(d.pid)]
+    caps = int(next(line for line in open(f"/proc/{d.pid}/status") if line.startswith("CapEff:")).split()[1], 16)
+    assert box["uid"] == os.geteuid() and int(box["capabilities"], 16) == caps
+    assert any(line.startswith(f"process: pid {d.pid} (serving {d.socket}) runs as uid {os.geteuid()}, ")
+               for line in report["checks"]["sandbox"]["lines"])
+    if os.geteuid() == 0 and caps:
+        assert any(f.startswith(f"pid {d.pid} serves {d.socket} as root") for f in report["fixes"])
     # The text is the JSON's lines, in order, then the fixes and the verdict.
     text = [line for c in report["checks"].values() for line in c["lines"]]
     assert text[0].startswith("kernel CRNG: ") and text[-1].startswith("service: ")
