@@ -130,7 +130,8 @@ def check_getrandom(ctx: Context, c: Check) -> None:
         available = True  # there, but the generator is not ready: the next check says so
     except OSError as e:
         available = False
-        why = "the kernel is older than 3.17" if e.errno == errno.ENOSYS else "a seccomp filter or the kernel refuses it"
+        why = ("the kernel is older than 3.17" if e.errno == errno.ENOSYS
+               else "a seccomp filter or the kernel refuses it")
         c.lines.append(f"getrandom(): not available ({e.strerror}: {why}); programs fall back to /dev/urandom "
                        "or to an EGD socket")
         c.needs.append("getrandom() is not available")
@@ -219,7 +220,8 @@ def check_machine(ctx: Context, c: Check) -> None:
     elif os.environ.get("container"):
         container = os.environ["container"]
     if container:
-        kinds.append(f"a {container} container (it shares its host's kernel, and credits entropy to it only with CAP_SYS_ADMIN)")
+        kinds.append(f"a {container} container (it shares its host's kernel, and credits entropy to it only "
+                     "with CAP_SYS_ADMIN)")
     c.facts.update(virtual_machine=any("virtual" in k for k in kinds), dmi_vendor=vendor, container=container)
     what = " and ".join(kinds) or "no sign of a virtual machine or a container"
     c.lines.append(f"machine: {what}" + (f"; DMI vendor {vendor}" if vendor else ""))
