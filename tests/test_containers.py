@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
-from conftest import ROOT, egd_read, free_tcp_port
+from conftest import ROOT, Daemon, egd_read, free_tcp_port
 from prngd import cli, config, identity
 from test_examples import EXAMPLES, check_client_output
 
@@ -49,17 +52,17 @@ def bwrap():
 
 
 def _interpreter_dirs() -> list[str]:
-    """The directories this python3 runs from, outside /usr: a pyenv or /opt install (a venv's base)."""
+    """The directories this python3 runs from, outside /usr: a pyenv or /opt install, a venv and its base."""
     exe = os.path.realpath(sys.executable)
-    dirs = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(exe))}
+    dirs = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(exe)))}
     dirs = {d for d in dirs if not Path(d).is_relative_to("/usr")}
     return sorted(d for d in dirs if not any(d != o and Path(d).is_relative_to(o) for o in dirs))
 
 
-def container(bwrap: str, socket_dir: Path, *extra: str) -> list[str]:
-    """bwrap's argv up to the command: what the interpreter needs read-only, and the socket directory."""
+def isolated(bwrap: str, *mounts: str) -> list[str]:
+    """bwrap's argv up to `--`: fresh namespaces, what the interpreter needs read-only, prngd at /src, `mounts`."""
     argv = [bwrap, *(f"--unshare-{ns}" for ns in NAMESPACES), "--die-with-parent",
-            "--clearenv", "--setenv", "PYTHONPATH", "/src",
+            "--clearenv", "--setenv", "PYTHONPATH", "/src", "--setenv", "PYTHONUNBUFFERED", "1",
             "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: symlinks
         if os.path.islink(top):
@@ -68,11 +71,14 @@ def container(bwrap: str, socket_dir: Path, *extra: str) -> list[str]:
             argv += ["--ro-bind", top, top]
     for d in _interpreter_dirs():
         argv += ["--ro-bind", d, d]
-    argv += ["--ro-bind", str(ROOT / "prngd"), "/src/prngd",
-             "--ro-bind", str(EXAMPLES), "/src/examples",
-             "--ro-bind", str(socket_dir), SOCKET_DIR,
-             "--proc", "/proc", "--tmpfs", "/tmp", *extra]
-    return argv + ["--", os.path.realpath(sys.executable), "-s"]
+    return argv + ["--ro-bind", str(ROOT / "prngd"), "/src/prngd", "--ro-bind", str(EXAMPLES), "/src/examples",
+                   "--proc", "/proc", *mounts, "--"]
+
+
+def container(bwrap: str, socket_dir: Path, *extra: str) -> list[str]:
+    """A client's container, up to the script: the socket directory read-only at /run/prngd, an empty /tmp."""
+    return [*isolated(bwrap, "--ro-bind", str(socket_dir), SOCKET_DIR, "--tmpfs", "/tmp", *extra),
+            sys.executable, "-s"]
 
 
 PROBE = r"""
@@ -237,7 +243,8 @@ def test_daemonset_is_valid_for_every_kubernetes_schema_shipped():
 
 def _mounts(container: dict, volumes: dict) -> dict[str, str]:
     """mountPath -> the node's hostPath, for a container."""
-    return {m["mountPath"]: volumes[m["name"]]["hostPath"]["path"] for m in container["volumeMounts"]}
+    return {m["mountPath"]: volumes[m["name"]]["hostPath"]["path"] for m in container["volumeMounts"]
+            if "hostPath" in volumes[m["name"]]}
 
 
 def test_daemonset_serves_the_node_socket_directory_unprivileged():
@@ -279,3 +286,82 @@ def test_daemonset_serves_the_node_socket_directory_unprivileged():
     assert f"chown {uid}:{gid} " in init["command"][-1]
     for path in _mounts(init, volumes):
         assert path in init["command"][-1] and path in mounts
+
+
+def test_daemonset_runs_unprivileged_on_a_read_only_root(bwrap, tmp_path):
+    # The pod as bubblewrap can make it: the manifest's uid, its mounts (the node's directories
+    # here under tmp_path), a read-only root, fresh namespaces; then its command and its probe.
+    spec = daemonset()["spec"]["template"]["spec"]
+    (prngd,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    node = tmp_path / "node"
+    mounts = ["--uid", str(spec["securityContext"]["runAsUser"]), "--gid", str(spec["securityContext"]["runAsGroup"]),
+              "--dev", "/dev"]
+    for m in prngd["volumeMounts"]:
+        if "emptyDir" in volumes[m["name"]]:
+            mounts += ["--tmpfs", m["mountPath"]]
+            continue
+        host = volumes[m["name"]]["hostPath"]
+        on_node = node / host["path"].lstrip("/")
+        if host["type"] == "File":
+            on_node.parent.mkdir(parents=True, exist_ok=True)
+            on_node.write_text(os.urandom(16).hex() + "\n")  # a machine-id
+        else:
+            on_node.mkdir(parents=True)
+        mounts += ["--ro-bind" if m.get("readOnly") else "--bind", str(on_node), m["mountPath"]]
+    (node / "var/lib/prngd").chmod(0o700)  # as the init container leaves it
+    mounts += ["--remount-ro", "/"]
+    wrapper = tuple(isolated(bwrap, *mounts))
+    socket_path = str(node / "run/prngd/egd-pool")
+
+    def start() -> Daemon:
+        assert prngd["command"][0] == "prngd"
+        return Daemon(prngd["command"][1:], socket_path, wrapper=wrapper).wait_ready()
+
+    def stop(d: Daemon) -> int:
+        # bwrap does not pass SIGTERM on: the daemon itself gets it, as from the kubelet.
+        (inner,) = [p for p in psutil.Process(d.pid).children(recursive=True)
+                    if p.cmdline()[:3] == [sys.executable, "-m", "prngd"]]
+        inner.send_signal(signal.SIGTERM)
+        d.proc.wait(30)  # bwrap ends with its child, with its status
+        return d.stop()
+
+    first = start()
+    try:
+        first.wait_for_line("not loaded: no seed file yet")
+        probe = prngd["livenessProbe"]["exec"]["command"]
+        run = subprocess.run([*wrapper, sys.executable, "-m", "prngd", *probe[1:]], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert re.fullmatch(r"/run/prngd/egd-pool: pid \d+, [\d.]+ ms\n", run.stdout), run.stdout
+        write = subprocess.run([*wrapper, sys.executable, "-c", "open('/written', 'w')"], capture_output=True,
+                               text=True, timeout=60)
+        assert write.returncode != 0 and "Read-only file system" in write.stderr
+    finally:
+        assert stop(first) == 0, first.log()
+    seed = node / "var/lib/prngd/seed"
+    assert seed.stat().st_size == 588 and seed.stat().st_mode & 0o777 == 0o600
+
+    # On the next start on this node the seed is credited: the node's machine-id says it is the same machine.
+    second = start()
+    try:
+        second.wait_for_line("seed file /var/lib/prngd/seed: loaded 588 bytes, credited 256 bits")
+    finally:
+        assert stop(second) == 0, second.log()
+
+
+def test_a_uid_without_home_or_passwd_entry_gets_the_system_seed_path(monkeypatch):
+    # A container's arbitrary uid: no $HOME, no passwd entry.  The command line is still
+    # parsed (its help names the default seed file) and the default is the system's.
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for var in ("HOME", "XDG_STATE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 10001)
+    monkeypatch.setattr(os, "getuid", lambda: 10001)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert config.default_seedfile() == "/var/lib/prngd/seed"
+    assert cli.parser().parse_args(["-f", "/run/prngd/egd-pool"]).fg
