@@ -175,6 +175,10 @@ def check_entropy_avail(ctx: Context, c: Check) -> None:
 
 
 def check_hwrng(ctx: Context, c: Check) -> None:
+    if not os.path.isdir("/sys/class"):
+        c.facts.update(current=None, available=None)
+        c.lines.append("hardware RNG: cannot tell: /sys is not mounted here")
+        return
     try:
         current = _read_text(f"{HWRNG_SYSFS}/rng_current").strip()
         available = _read_text(f"{HWRNG_SYSFS}/rng_available").split()
@@ -248,7 +252,10 @@ def check_vm_generation(ctx: Context, c: Check) -> None:
         pass
     bound = [name for name in ids if os.path.exists(os.path.join(VMGENID_DRIVER, name))]
     c.facts["vmgenid"] = {"devices": ids, "driver_bound": bool(bound)}
-    if bound:
+    if not os.path.isdir("/sys/bus"):
+        c.facts["vmgenid"] = None
+        c.lines.append("VM generation (ACPI vmgenid): cannot tell: /sys is not mounted here")
+    elif bound:
         c.lines.append(f"VM generation (ACPI vmgenid): {', '.join(bound)} with the vmgenid driver: the kernel "
                        "reseeds its own generator when a snapshot is restored")
     elif ids:
@@ -311,7 +318,11 @@ def _probe_socket(spec: str, timeout: float) -> tuple[str, dict]:
     facts.update(serves=True, pid=pid)
     if peer_pid is None:
         return f"{where}: an EGD server answers, pid {pid} by its own word (TCP: no more is known)", facts
-    facts.update(peer_pid=peer_pid, peer_uid=peer_uid, command=_cmdline(peer_pid))
+    facts.update(peer_pid=peer_pid, peer_uid=peer_uid)
+    if peer_pid == 0:  # the kernel cannot name the listener in our pid namespace
+        return (f"{where}: served by pid {pid} by its own word, from another pid namespace (uid {peer_uid} "
+                "here): a daemon outside this container"), facts
+    facts["command"] = _cmdline(peer_pid)
     if pid == peer_pid:
         return f"{where}: served by pid {pid} (uid {peer_uid}): {facts['command']}", facts
     # Socket activation (systemd listened for it), or a server in another pid namespace.
@@ -462,16 +473,18 @@ def check_egd_clients(ctx: Context, c: Check) -> None:
                 ctx.client_paths.setdefault(path, "OpenSSL")
 
     ssh = _ssh_reads_prngd()
-    version = (_run(["ssh", "-V"], ctx.timeout) or "").strip().split(",")[0] or "?"  # "OpenSSH_9.2p1 Debian-2"
+    said = (_run(["ssh", "-V"], ctx.timeout) or "").strip()
+    version = said.split(",")[0] if said.startswith("OpenSSH") else None  # "OpenSSH_9.2p1 Debian-2"
     c.facts["openssh"] = {"version": version, "reads_prngd": ssh}
+    name = f"OpenSSH: {version or ', '.join(ssh)}"
     if not ssh:
         c.lines.append("OpenSSH: not installed")
     elif any(ssh.values()):
         built = ", ".join(p for p, yes in ssh.items() if yes)
-        c.lines.append(f"OpenSSH: {version}: {built} built to read PRNGD/EGD (--with-prngd-socket or -port)")
+        c.lines.append(f"{name}: {built} built to read PRNGD/EGD (--with-prngd-socket or -port)")
         c.needs.append("OpenSSH is built to read PRNGD/EGD")
     else:
-        c.lines.append(f"OpenSSH: {version}: not built for PRNGD/EGD")
+        c.lines.append(f"{name}: not built for PRNGD/EGD")
 
 
 def _safe_text(path: str) -> str:

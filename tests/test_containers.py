@@ -365,3 +365,19 @@ def test_a_uid_without_home_or_passwd_entry_gets_the_system_seed_path(monkeypatc
     monkeypatch.setattr(pwd, "getpwuid", no_entry)
     assert config.default_seedfile() == "/var/lib/prngd/seed"
     assert cli.parser().parse_args(["-f", "/run/prngd/egd-pool"]).fg
+
+
+def test_doctor_in_a_container_sees_the_host_daemon_and_what_it_cannot_tell(bwrap, start_daemon, tmp_path):
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir()
+    d = start_daemon(socket=str(socket_dir / "egd-pool"))
+    # No /sys, no /etc, a uid with no passwd entry, a read-only root.
+    argv = [*isolated(bwrap, "--uid", "10001", "--ro-bind", str(socket_dir), SOCKET_DIR, "--tmpfs", "/tmp",
+                      "--remount-ro", "/"), sys.executable, "-m", "prngd", "doctor"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert f"EGD socket {SOCKET}: served by pid {d.pid} by its own word, from another pid namespace " \
+           f"(uid 10001 here): a daemon outside this container" in lines, out.stdout
+    assert "hardware RNG: cannot tell: /sys is not mounted here" in lines
+    assert lines[-1].startswith("verdict: this machine ") and f"{SOCKET} (pid {d.pid})" in lines[-1]
