@@ -179,7 +179,8 @@ def test_a_check_that_fails_or_hangs_is_a_line(tmp_path):
     finally:
         release.set()
     checks = report["checks"]
-    assert checks["broken"]["lines"] == ["broken: first line", "broken: could not check: Permission denied (/some/file)"]
+    assert checks["broken"]["lines"] == ["broken: first line",
+                                         "broken: could not check: Permission denied (/some/file)"]
     assert checks["stuck"]["lines"] == ["stuck: started", "stuck: no answer within 1.2 s; the rest not checked"]
     assert checks["getrandom"]["lines"] == ["getrandom(): available"]
     assert doctor.render(report).splitlines()[-1].startswith("verdict: this machine does not need prngd")
