@@ -1,6 +1,6 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it, plus the client tools.
 
-`prngd get|add|status|ping|reseed|feed-kernel ...` are the client tools;
+`prngd get|add|status|ping|reseed|feed-kernel|doctor ...` are the client tools;
 anything else starts (or with -k stops) the daemon.  A socket literally named
 like a tool can be given as ./NAME.
 """
@@ -20,7 +20,7 @@ from typing import Callable
 
 from prngd import __version__, client, config, egd, kill, privileges
 
-CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel")
+CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel", "doctor")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
@@ -440,6 +440,19 @@ def tools_parser() -> argparse.ArgumentParser:
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)
+
+    sp = sub.add_parser("doctor", help="say whether this machine needs prngd, and what to fix",
+                        description="Check the kernel's generator, hardware RNG and VM detectors, the EGD sockets "
+                                    "and who serves them, the seed file, the programs set up to read EGD and the "
+                                    "service's sandbox; one line each, then a verdict.  Always exits 0.")
+    sp.add_argument("sockets", nargs="*", metavar="SOCKET",
+                    help="EGD sockets to check besides the usual paths and the configured ones")
+    sp.add_argument("-c", "--config", metavar="FILE", help="read the sockets and seed file from this configuration")
+    sp.add_argument("-s", "--seedfile", metavar="FILE", help="the seed file to check (default: the configured one)")
+    sp.add_argument("--json", action="store_true", help="print the same as a JSON object")
+    sp.add_argument("--timeout", type=_seconds("--timeout"), default=5.0,
+                    help="seconds each check may take (default 5)")
+    sp.add_argument("--postfix-config", default=None, metavar="DIR", help=argparse.SUPPRESS)
     return p
 
 
@@ -618,5 +631,24 @@ def _cmd_feed_kernel(args) -> int:
     return feedkernel.run_cli(args)
 
 
+def _cmd_doctor(args) -> int:
+    import json
+
+    from prngd import doctor
+
+    try:
+        settings = config.load(os.path.abspath(args.config) if args.config else None)
+    except config.ConfigError as e:
+        print(f"prngd doctor: {e}", file=sys.stderr)
+        return 2
+    seed = os.path.abspath(args.seedfile) if args.seedfile else settings.resolved_seedfile()
+    ctx = doctor.Context(sockets=[*args.sockets, *settings.resolved_sockets()], seedfile=seed, timeout=args.timeout)
+    if args.postfix_config:
+        ctx.postfix_dir = args.postfix_config
+    report = doctor.run(ctx)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else doctor.render(report))
+    return 0
+
+
 _COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping, "reseed": _cmd_reseed,
-             "feed-kernel": _cmd_feed_kernel}
+             "feed-kernel": _cmd_feed_kernel, "doctor": _cmd_doctor}

@@ -76,10 +76,20 @@ def default_socket() -> str:
     return str(_runtime_dir() / "egd-pool")
 
 
+SYSTEM_SEEDFILE = "/var/lib/prngd/seed"
+
+
 def default_seedfile() -> str:
     if os.geteuid() == 0:
-        return "/var/lib/prngd/seed"
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return SYSTEM_SEEDFILE
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state:
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except (RuntimeError, KeyError):
+            # No $HOME and no passwd entry (a container's arbitrary uid): the system's
+            # place, where such a container mounts its state (examples/kubernetes/).
+            return SYSTEM_SEEDFILE
     return str(Path(state) / "prngd" / "seed")
 
 

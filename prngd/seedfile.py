@@ -215,8 +215,7 @@ class _Old:
     level: int = logging.WARNING
 
 
-def _trust_problem(st: os.stat_result) -> str | None:
-    euid = os.geteuid()
+def _trust_problem(st: os.stat_result, euid: int) -> str | None:
     if st.st_uid != euid:
         return f"it is owned by uid {st.st_uid}, not by prngd's euid {euid}"
     if st.st_mode & 0o077:
@@ -304,8 +303,9 @@ def _identify(path: str) -> tuple[bytes | None, os.stat_result | None]:
     return raw, st
 
 
-def _read_old(path: str, fingerprint: bytes | None) -> _Old:
-    """What is at `path`, how far to trust it, and why; ForeignFile for what prngd did not write."""
+def _read_old(path: str, fingerprint: bytes | None, euid: int | None = None) -> _Old:
+    """What is at `path`, how far to trust it (for a daemon running as `euid`, default ours), and why;
+    ForeignFile for what prngd did not write."""
     raw, st = _identify(path)
     if raw is None:
         return _Old(note="no seed file yet", level=logging.INFO)
@@ -321,7 +321,7 @@ def _read_old(path: str, fingerprint: bytes | None) -> _Old:
     if seed.version == 1:
         return _Old(raw, note="written by an older prngd, without a machine fingerprint: mixed once, not credited",
                     origin=ORIGIN_OLD_PRNGD, level=logging.INFO)
-    problem = _trust_problem(st)
+    problem = _trust_problem(st, os.geteuid() if euid is None else euid)
     if seed.fingerprint is None:
         origin = ORIGIN_UNBOUND
         note = "written where nothing identified the machine, so it may be a copy"
@@ -340,6 +340,13 @@ def _read_old(path: str, fingerprint: bytes | None) -> _Old:
     if not seed.credit:
         return _Old(raw, note="the prngd that wrote it was not seeded", origin=origin, level=logging.INFO)
     return _Old(raw, seed.payload, min(MAX_CREDIT_BITS, 8 * len(seed.payload)), origin=origin, level=logging.INFO)
+
+
+def assess(path: str, fingerprint: bytes | None, euid: int) -> tuple[str | None, int, str | None]:
+    """What a start as `euid` would make of the seed at `path`, reading it only:
+    (who wrote it, bits it would credit, why not).  Raises ForeignFile where a start would refuse."""
+    old = _read_old(path, fingerprint, euid)
+    return old.origin, old.bits, old.note
 
 
 # ---------------------------------------------------------------- writing

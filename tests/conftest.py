@@ -31,7 +31,9 @@ READY_LINE = "serving on "  # the daemon logs this once every socket listens
 class Daemon:
     """A prngd process; its stderr is collected line by line in a thread."""
 
-    def __init__(self, args: list[str], socket_path: str | None, env: dict | None = None, cwd=None):
+    def __init__(self, args: list[str], socket_path: str | None, env: dict | None = None, cwd=None,
+                 wrapper: tuple[str, ...] = ()):
+        """`wrapper`: a command that runs the daemon's (bwrap ... --): signals then reach the wrapper."""
         self.args = args
         self.socket = socket_path
         full_env = dict(os.environ)
@@ -40,7 +42,7 @@ class Daemon:
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prngd", *args],
+            [*wrapper, sys.executable, "-m", "prngd", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env, cwd=cwd, text=True, errors="replace",
         )
