@@ -279,8 +279,7 @@ def _foreign(path: str, what: str, feedable: bool = False) -> ForeignFile:
     fix = "name another seed file with -s, or -n for none"
     if feedable:
         fix = f"to mix its bytes into the pool, run prngd add {path} once prngd serves; {fix}"
-    return ForeignFile(f"seed file {path}: {what}; left untouched, since prngd replaces only a seed file "
-                       f"it can identify ({fix})", what)
+    return ForeignFile(f"seed file {path}: {what}; left untouched ({fix})", what)
 
 
 def _where_prngd_leaves_its_seed(path: str, st: os.stat_result, user_uid: int | None) -> bool:
@@ -329,8 +328,8 @@ def _identify(path: str, user_uid: int | None = None) -> tuple[bytes | None, os.
         if _where_prngd_leaves_its_seed(path, st, user_uid):
             return raw, st
         raise _foreign(path, f"it is {len(raw)} bytes of random data (mode {stat.S_IMODE(st.st_mode):04o}, "
-                             f"owner uid {st.st_uid}), a key as likely as PRNGD's seed, which is named "
-                             f"{PRNGD_SEED_NAME} or of mode {PRNGD_SEED_MODE:04o}, owned by root or prngd's user",
+                             f"owner uid {st.st_uid}), not where PRNGD leaves its seed (named {PRNGD_SEED_NAME}, "
+                             f"or mode {PRNGD_SEED_MODE:04o}; owned by root or prngd's user), so maybe a key",
                        feedable=True)
     what = "a text file" if _is_text(raw) else "data"
     raise _foreign(path, f"it is {what} of {len(raw)} bytes, neither a prngd seed file nor PRNGD's", feedable=True)
