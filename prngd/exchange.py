@@ -31,7 +31,6 @@ import errno
 import fcntl
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass
 

@@ -24,7 +24,6 @@ Standard library only; imports nothing of prngd.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import stat
