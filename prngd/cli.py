@@ -13,12 +13,11 @@ import logging
 import math
 import logging.handlers
 import os
-import stat
 import sys
 import time
 from typing import Callable
 
-from prngd import __version__, client, config, egd, kill, privileges
+from prngd import __version__, client, config, egd, kill, ownfile, privileges
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel", "doctor")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -158,19 +157,36 @@ def log_destination(settings: config.Settings) -> str:
     return config.default_log_file()
 
 
-def open_log_file(path: str) -> logging.Handler:
-    """A handler appending to `path`; the default log file's directory is created, no other."""
+def open_log_file(path: str, user_uid: int | None = None) -> logging.Handler:
+    """A handler appending to `path`; the default log file's directory is created, no other.
+
+    An existing file is written into only if prngd can show it is a log of its
+    own (ownfile.log_refusal): a link, a device, a FIFO, someone else's or a
+    binary file is refused in one line before anything is written.
+    """
     if path == config.default_log_file():
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if path == os.devnull:  # the operator's way of saying "no log"
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
     try:
-        # O_NONBLOCK: a FIFO with no reader must fail here, not hang the start.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK,
-                     0o640)
+        st = ownfile.lstat(path)
+        # Refused by kind before it is opened: opening a device or a FIFO may itself do something.
+        why = ownfile.refusal(st, "a log file") if st else None
+        if not why:
+            # O_RDWR: log_refusal reads its tail.
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | ownfile.SAFE_OPEN, 0o640)
+            try:
+                why = ownfile.log_refusal(fd, user_uid)  # what was opened, whatever the lstat saw
+            except BaseException:
+                os.close(fd)
+                raise
+            if why:
+                os.close(fd)
     except OSError as e:
         raise config.ConfigError(f"cannot open log file {path}: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
-        os.close(fd)
-        raise config.ConfigError(f"log file {path} is not a regular file")
+    if why:
+        raise config.ConfigError("log file " + ownfile.refused(path, why, "writing into"))
     os.set_blocking(fd, True)
     return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
 
@@ -280,9 +296,12 @@ def daemon_main(argv: list[str]) -> int:
         return kill.kill_daemons(settings.resolved_sockets(), settings.pidfile)
 
     pinned = None
+    user_uid = None  # -u's: the log file may be that user's
     if settings.user:
         try:
-            privileges.check_can_drop(privileges.lookup(settings.user))
+            user = privileges.lookup(settings.user)
+            privileges.check_can_drop(user)
+            user_uid = user.uid
         except privileges.PrivilegeError as e:
             print(f"prngd: {e}", file=sys.stderr)
             return 2
@@ -297,7 +316,7 @@ def daemon_main(argv: list[str]) -> int:
     try:
         # Opened before detaching, so a log file that cannot be written is
         # said on the terminal, and the daemon never logs to nowhere.
-        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination)
+        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination, user_uid)
     except config.ConfigError as e:
         print(f"prngd: {e}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Listening sockets: bound (or taken from systemd) before anything else, closed at stop.
 
 A Unix socket replaces only a stale socket at its path, never a live one or
-anything that is not a socket, and never creates the directory it goes in;
+anything that is not a socket (ownfile.py), and never creates the directory it goes in;
 TCP listens on loopback unless told otherwise (EGD has no authentication).
 """
 
@@ -11,10 +11,9 @@ import errno
 import ipaddress
 import os
 import socket
-import stat
 from dataclasses import dataclass
 
-from prngd import egd
+from prngd import egd, ownfile
 from prngd.config import Settings
 
 
@@ -34,18 +33,6 @@ class Listener:
 
 
 
-def _unix_socket_in_use(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 # sun_path holds 108 bytes including the terminating NUL.
 UNIX_PATH_MAX = 107
 
@@ -63,16 +50,9 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     if not os.path.isdir(parent):
         what = "is not a directory" if os.path.exists(parent) else "does not exist"
         raise StartupError(f"cannot bind {path}: directory {parent} {what}")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartupError(f"{path} exists and is not a socket; not replacing it")
-        if _unix_socket_in_use(path):
-            raise StartupError(f"{path}: another daemon is already serving on this socket")
-        os.unlink(path)  # stale: nobody answers on it
+    problem = ownfile.clear_socket_path(path)  # a stale socket goes; a live one, or no socket, stays
+    if problem:
+        raise StartupError(problem)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bind under a umask that gives no more than `mode`, so the socket is never
     # briefly wider open than asked; then set the exact mode.
@@ -208,7 +188,4 @@ def close_listeners(listeners: list[Listener]) -> None:
     for lst in listeners:
         lst.sock.close()
         if lst.path:
-            try:
-                os.unlink(lst.path)
-            except OSError:
-                pass
+            ownfile.remove_stale_socket(lst.path)  # ours, now closed; not one bound there since

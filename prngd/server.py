@@ -25,7 +25,7 @@ from typing import Callable
 
 import trio
 
-from prngd import __version__, egd, history
+from prngd import __version__, egd, history, ownfile
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
 from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners
@@ -219,7 +219,7 @@ class Daemon:
     def _drop_privileges(self) -> None:
         if not self.settings.user:
             return
-        from prngd import privileges
+        from prngd import privileges, seedfile
 
         _preload_modules()
         try:
@@ -227,9 +227,11 @@ class Daemon:
             privileges.check_can_drop(user)
             seed = self.settings.resolved_seedfile()
             if seed:
+                # Before anything of it is given away: a key at -s must keep its owner.
+                seedfile.check(seed, user.uid)
                 privileges.give_seed_directory(seed, user)
             privileges.drop(user)
-        except privileges.PrivilegeError as e:
+        except (privileges.PrivilegeError, seedfile.ForeignFile) as e:
             raise StartupError(str(e)) from None
         except OSError as e:
             raise StartupError(f"cannot switch to user {self.settings.user}: {e}") from None
@@ -299,10 +301,7 @@ class Daemon:
         close_listeners(self.listeners)
         if admin_sock is not None:
             admin_sock.close()
-            try:
-                os.unlink(self._admin_path)
-            except OSError:
-                pass
+            ownfile.remove_stale_socket(self._admin_path)
         if self._pidfile:
             remove_pidfile(self._pidfile)
         if self.settings.user:
