@@ -452,7 +452,7 @@ class Daemon:
         logging.getLogger().setLevel(new.log_level.upper())
         from prngd import sources
 
-        self.sources = sources.build_sources(new)
+        self.sources = sources.build_sources(new, previous=self.sources)
         if self._gather_scope is not None:
             self._gather_scope.cancel()
         self.pool.reseed()

@@ -526,11 +526,35 @@ def _cannot_run(path: str) -> str | None:
     return None
 
 
-def build_sources(settings) -> list[Source]:
+def _identity(source: Source) -> tuple:
+    """What makes a source the same one across a reload: its kind, name and what it reads or runs."""
+    return (type(source), source.name, getattr(source, "path", None), tuple(getattr(source, "argv", ())))
+
+
+def _carry_totals(previous: Sequence[Source], sources: Sequence[Source]) -> None:
+    """A source that survives a reload keeps its totals (status must not say "0 samples" after SIGHUP).
+
+    Its failure streak and disabled state start afresh: a reload is how an
+    operator says "try again".  The last sample's digest goes along too, so a
+    repeat after the reload is still not credited.
+    """
+    old = {_identity(s): s for s in previous}
+    for s in sources:
+        before = old.get(_identity(s))
+        if before is None:
+            continue
+        s.samples, s.credited_bits, s.failures = before.samples, before.credited_bits, before.failures
+        s._last_digest = before._last_digest
+        if isinstance(s, KernelSource):
+            s.ready = before.ready
+
+
+def build_sources(settings, previous: Sequence[Source] = ()) -> list[Source]:
     """The sources a prngd.config.Settings asks for, in the order they are first sampled.
 
     Commands are those of [commands], or the built-in set found on this
     machine when none are listed, or none at all with external_commands off.
+    Those also in `previous` (the sources before a reload) keep their totals.
     """
     sources: list[Source] = []
     if settings.kernel:
@@ -568,4 +592,5 @@ def build_sources(settings) -> list[Source]:
         seen[s.name] = n
         if n > 1:
             s.name = f"{s.name}#{n}"
+    _carry_totals(previous, sources)
     return sources
