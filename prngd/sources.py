@@ -500,13 +500,32 @@ class FileSource(Source):
             os.close(fd)
 
     def collect(self) -> Sample:
-        data = self._read()
+        try:
+            data = self._read()
+        except (PermissionError, FileNotFoundError) as e:
+            self._warn_denied(e)
+            raise SourceError(f"{self.path}: {e.strerror}") from None
+        self._denied = None
         if not data:
             raise SourceError(f"{self.path}: nothing to read")
         if self.health is not None:
             self.health.feed(data)
         bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
         return Sample(data, bits)
+
+    _denied: int | None = None  # the errno last warned about: one WARNING per cause, not one per retry
+
+    def _warn_denied(self, e: OSError) -> None:
+        """A file the daemon may not read (sandbox, permissions) is the operator's to fix: say so once."""
+        if e.errno == self._denied:
+            return
+        self._denied = e.errno
+        fix = f"give uid {os.geteuid()} (the daemon's user) read access to it and its directories"
+        if self.path.startswith("/dev/"):
+            fix = ("a device hidden by systemd's PrivateDevices=yes needs the drop-in prngd-hwrng.conf "
+                   f"(examples/systemd); else {fix}")
+        log.warning("source %s: cannot read %s: %s; %s. Retried with back-off, nothing credited meanwhile",
+                    self.name, self.path, e.strerror, fix)
 
     def stats(self) -> dict:
         extra = {"path": self.path, "rate": self.rate}
