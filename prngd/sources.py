@@ -504,7 +504,7 @@ class FileSource(Source):
             data = self._read()
         except (PermissionError, FileNotFoundError) as e:
             self._warn_denied(e)
-            raise SourceError(f"{self.path}: {e.strerror}") from None
+            raise
         self._denied = None
         if not data:
             raise SourceError(f"{self.path}: nothing to read")

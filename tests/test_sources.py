@@ -526,9 +526,13 @@ async def test_missing_file_backs_off_then_is_disabled(clock, tmp_path, watcher)
     src = FileSource(str(tmp_path / "not-there"), 0.1, interval=1.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(gather, FakePool(), [src], settings())
-        await watcher.wait_for(lambda r: r.levelno == logging.WARNING)
+        await watcher.wait_for(lambda r: r.levelno == logging.WARNING and "disabled" in r.getMessage())
         nursery.cancel_scope.cancel()
     assert src.failures == 5 and src.disabled and "FileNotFoundError" in src.last_error
+    # The cause was said once, at the first failure, not at every retry.
+    assert [r.getMessage() for r in watcher.records if "cannot read" in r.getMessage()] == [
+        f"source {src.name}: cannot read {src.path}: No such file or directory; give uid {os.geteuid()} (the "
+        "daemon's user) read access to it and its directories. Retried with back-off, nothing credited meanwhile"]
     assert trio.current_time() == 0 + 2 + 4 + 8 + 16  # once at start, then backing off
 
 
