@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import grp
 import logging
 import math
 import logging.handlers
@@ -280,10 +281,24 @@ def daemon_main(argv: list[str]) -> int:
     pinned = None
     if settings.user:
         try:
-            privileges.check_can_drop(privileges.lookup(settings.user))
+            user = privileges.lookup(settings.user)
+            privileges.check_can_drop(user)
         except privileges.PrivilegeError as e:
             print(f"prngd: {e}", file=sys.stderr)
             return 2
+        if args.cmdfile:
+            # SIGHUP re-reads the file as the user: a file only root can read would fail the first reload.
+            path = os.path.join(start_dir, args.cmdfile)
+            why = privileges.unreadable_as(user, path)
+            if why:
+                try:
+                    group = grp.getgrgid(user.gid).gr_name
+                except KeyError:
+                    group = str(user.gid)
+                print(f"prngd: configuration {path} is not readable by {user.name} ({why}), who re-reads it at "
+                      f"SIGHUP: give {user.name} read access (e.g. chgrp {group} {path} && chmod g+r {path}, and "
+                      "the directories on the way)", file=sys.stderr)
+                return 2
         # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
         pinned = settings = config.pin_defaults(settings)
 

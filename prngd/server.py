@@ -222,7 +222,8 @@ class Daemon:
             privileges.check_can_drop(user)
             seed = self.settings.resolved_seedfile()
             if seed:
-                privileges.give_seed_directory(seed, user)
+                s = self.settings
+                privileges.give_seed_directory(seed, user, own_files=(s.log_file, s.exchange_file, s.pidfile))
             privileges.drop(user)
         except privileges.PrivilegeError as e:
             raise StartupError(str(e)) from None
@@ -284,6 +285,14 @@ class Daemon:
             log.warning("admin socket disabled (no status or metrics): %s%s", e, hint)
             return None
         self._admin_path = path
+        if self.settings.user:
+            from prngd import privileges
+
+            # The daemon's user must reach its own status (README, Munin): bound as root, given to that user.
+            try:
+                privileges.give_socket(path, privileges.lookup(self.settings.user))
+            except (privileges.PrivilegeError, OSError) as e:
+                log.warning("admin socket %s stays root's: %s", path, e)
         return trio.socket.from_stdlib_socket(raw)
 
     async def _finish(self, admin_sock) -> None:

@@ -597,8 +597,8 @@ def test_an_unreadable_file_source_is_a_warning_naming_the_path_and_the_fix(star
     secret.write_bytes(os.urandom(64))
     os.chmod(secret, 0o600)
     args = ("-u", "nobody") if os.geteuid() == 0 else ()
-    d = start_daemon(*args, socket=str(open_dir / "s"),
-                     config=quiet + f"[files]\nhw = 4 64 /dev/prngd-test-no-such-rng\nsecret = 0.5 64 {secret}\n")
+    (open_dir / "c.conf").write_text(quiet + f"[files]\nhw = 4 64 /dev/prngd-test-no-such-rng\nsecret = 0.5 64 {secret}\n")
+    d = start_daemon(*args, "-c", str(open_dir / "c.conf"), socket=str(open_dir / "s"))
     line = d.wait_for_line("cannot read /dev/prngd-test-no-such-rng")
     assert " WARNING: source file:hw: cannot read /dev/prngd-test-no-such-rng: No such file or directory; " in line
     assert "drop-in prngd-hwrng.conf" in line
