@@ -498,7 +498,7 @@ def _cmd_add(args) -> int:
         print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {total} bytes sent "
               f"(at most {8 * total})", file=sys.stderr)
         return 2
-    if args.nbytes is None and stat.S_ISCHR(st.st_mode):
+    if args.nbytes is None and args.file != "-" and stat.S_ISCHR(st.st_mode):
         print(f"prngd add: {args.file} is a device: sending until Ctrl-C (--bytes N stops after N bytes)",
               file=sys.stderr)
     sent = client.Sent()
