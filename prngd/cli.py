@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import grp
 import logging
 import math
 import logging.handlers
@@ -305,6 +306,19 @@ def daemon_main(argv: list[str]) -> int:
         except privileges.PrivilegeError as e:
             print(f"prngd: {e}", file=sys.stderr)
             return 2
+        if args.cmdfile:
+            # SIGHUP re-reads the file as the user: a file only root can read would fail the first reload.
+            path = os.path.join(start_dir, args.cmdfile)
+            why = privileges.unreadable_as(user, path)
+            if why:
+                try:
+                    group = grp.getgrgid(user.gid).gr_name
+                except KeyError:
+                    group = str(user.gid)
+                print(f"prngd: configuration {path} is not readable by {user.name} ({why}), who re-reads it at "
+                      f"SIGHUP: give {user.name} read access (e.g. chgrp {group} {path} && chmod g+r {path}, and "
+                      "the directories on the way)", file=sys.stderr)
+                return 2
         # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
         pinned = settings = config.pin_defaults(settings)
 
@@ -420,6 +434,8 @@ def tools_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bits", type=_whole("--bits", "bits", 0), default=0,
                     help="entropy the data is claimed to carry, in bits (default 0; at most 8 a byte; "
                          "prngd credits it only from trusted users)")
+    sp.add_argument("--bytes", type=_whole("--bytes", "bytes", 1), default=None, dest="nbytes", metavar="N",
+                    help="stop after N bytes (default: the whole file; a device or pipe until its end or Ctrl-C)")
     socket_arg(sp)
 
     sp = sub.add_parser("status", help="the daemon's status, from its admin socket",
@@ -523,24 +539,45 @@ def _cmd_get(args) -> int:
 
 
 def _cmd_add(args) -> int:
+    """Stream a file, pipe or device in 255-byte writes: bounded memory, `--bytes N` or EOF or Ctrl-C ends it."""
     try:
-        if args.file == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(args.file, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        print(f"prngd add: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        fd = sys.stdin.fileno() if args.file == "-" else os.open(args.file, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+    except (OSError, ValueError) as e:
+        print(f"prngd add: cannot read {args.file}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
-    if args.bits > 8 * len(data):
-        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {len(data)} bytes sent "
-              f"(at most {8 * len(data)})", file=sys.stderr)
+    # The claim is spread over the length when it is known: --bytes, else a regular
+    # file's size (0 for /proc files: unknown); a pipe's or device's goes with its first bytes.
+    size = st.st_size if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
+    total = args.nbytes if args.nbytes is not None else size
+    if total is not None and size is not None:
+        total = min(total, size)
+    if total is not None and args.bits > 8 * total:
+        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {total} bytes sent "
+              f"(at most {8 * total})", file=sys.stderr)
         return 2
-    with client.EGDClient(args.socket, args.timeout) as c:
-        bits = c.write_entropy(data, args.bits)
-        # 0x03 has no reply: a round trip afterwards shows the server took the writes.
-        c.pid()
-    print(f"sent {len(data)} bytes claiming {bits} bits to {c.address}; {_credit_note(c.address, bits)}")
+    if args.nbytes is None and args.file != "-" and stat.S_ISCHR(st.st_mode):
+        print(f"prngd add: {args.file} is a device: sending until Ctrl-C (--bytes N stops after N bytes)",
+              file=sys.stderr)
+    sent = client.Sent()
+    try:
+        with client.EGDClient(args.socket, args.timeout) as c:
+            c.write_stream(client.read_pieces(fd, args.nbytes), args.bits, total, sent)
+            # 0x03 has no reply: a round trip afterwards shows the server took the writes.
+            c.pid()
+    except KeyboardInterrupt:
+        print(f"prngd add: interrupted: sent {sent.bytes} bytes claiming {sent.bits} bits", file=sys.stderr)
+        return 130
+    except OSError as e:  # reading the input: socket errors arrive as EGDErrors
+        print(f"prngd add: cannot read {args.file} after {sent.bytes} bytes: {e.strerror or e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.file != "-":
+            os.close(fd)
+    note = _credit_note(c.address, sent.bits)
+    if sent.bits < args.bits:
+        note += f"; only {sent.bytes} bytes came, so {sent.bits} of the {args.bits} bits asked for were claimed"
+    print(f"sent {sent.bytes} bytes claiming {sent.bits} bits to {c.address}; {note}")
     return 0
 
 

@@ -7,7 +7,9 @@ command file unchanged (`"cmd args" /full/path rate` a line), so an existing
 
 from __future__ import annotations
 
+import ast
 import configparser
+import contextlib
 import dataclasses
 import math
 import os
@@ -446,16 +448,58 @@ def _parse_upstream(section, where: str) -> Upstream:
     return Upstream(spec, **values)
 
 
+_COMMENT = ("#", ";")
+
+
+def _refuse_continuations(text: str, where: str) -> None:
+    """An indented line after `key = value` is refused: configparser would glue it to the value.
+
+    `sockets = /a` followed by an indented `max_connections = 5` would
+    otherwise be served as the sockets /a, max_connections, = and 5.
+    """
+    key = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(_COMMENT):
+            continue
+        if line[0].isspace() and key is not None:
+            raise ConfigError(f"{where}:{lineno}: indented line {stripped!r} would continue {key} of the line "
+                              "above; prngd's values never span lines: put each setting on a line of its own, "
+                              "starting at the left margin")
+        key = None if stripped.startswith("[") else stripped.split("=", 1)[0].strip()
+
+
+def _reworded(e: configparser.Error, where: str) -> str:
+    """configparser's message in prngd's style: one line, file:line, what is wrong and what to do."""
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        if e.line.strip().startswith("["):
+            return f"{where}:{e.lineno}: {e.line.strip()!r} is not a section header: write it as [name]"
+        return (f"{where}:{e.lineno}: {e.line.strip()!r} comes before any [section]: prngd's settings go under "
+                "[prngd], [pool], [sources]... (see prngd.conf(5) or prngd --example-config)")
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"{where}:{e.lineno}: [{e.section}] appears twice: keep one [{e.section}] and move its keys there"
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"{where}:{e.lineno}: [{e.section}] {e.option} is set twice: keep one of the two lines"
+    if isinstance(e, configparser.ParsingError) and e.errors:
+        lineno, line = e.errors[0]
+        with contextlib.suppress(ValueError, SyntaxError):
+            line = ast.literal_eval(line)  # configparser keeps the line as its repr()
+        return (f"{where}:{lineno}: {line.strip()!r} is not 'key = value': write it so, or start it with # to make "
+                "it a comment")
+    # Anything else configparser may say (its messages span lines; ours is one).
+    return f"{where}: cannot parse: " + "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+
+
 def parse_ini(text: str, where: str = "<config>") -> dict:
     """Parse prngd's INI format into a dict of Settings field values, each checked against its rule."""
     cp = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"),
                                    inline_comment_prefixes=None)
     cp.optionxform = str  # keep command names as written
+    _refuse_continuations(text, where)
     try:
         cp.read_string(text, source=where)
     except configparser.Error as e:
-        # configparser's messages span lines; ours is one.
-        raise ConfigError(f"{where}: " + "; ".join(line.strip() for line in str(e).splitlines() if line.strip())) from None
+        raise ConfigError(_reworded(e, where)) from None
     values: dict = {}
     for sect in cp.sections():
         if sect == "commands":

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from prngd import client, config, egd, filekind, seedfile
+from prngd import client, config, egd, ownfile, seedfile
 
 # Where EGD clients look: OpenSSL's RAND_egd() defaults and --with-rand-seed=egd
 # list, PRNGD's and egd.pl's habits, and where examples/ puts the socket.
@@ -75,7 +75,7 @@ def _read_text(path: str, limit: int = 4096) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({filekind.describe(os.fstat(fd).st_mode)})", path)
+            raise OSError(errno.EINVAL, f"not a regular file ({ownfile.describe(os.fstat(fd).st_mode)})", path)
         return os.read(fd, limit).decode("utf-8", "replace")
     finally:
         os.close(fd)
@@ -299,8 +299,8 @@ def _probe_socket(spec: str, timeout: float) -> tuple[str, dict]:
             except OSError:
                 return f"{where}: a symbolic link to nothing", dict(facts, serves=False)
         if not stat.S_ISSOCK(st.st_mode):
-            facts.update(serves=False, kind=filekind.describe(st.st_mode))
-            return f"{where}: {filekind.describe(st.st_mode)}, not a socket: EGD clients that look here fail", facts
+            facts.update(serves=False, kind=ownfile.describe(st.st_mode))
+            return f"{where}: {ownfile.describe(st.st_mode)}, not a socket: EGD clients that look here fail", facts
         try:
             peer_pid, peer_uid = _peer(path, timeout)
         except OSError as e:

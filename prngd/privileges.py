@@ -77,25 +77,32 @@ def _is_own_temp(name: str, base: str) -> bool:
     return re.fullmatch(rf"\.{re.escape(base)}\.\d+\.[0-9a-f]+\.tmp", name) is not None
 
 
-def give_seed_directory(path: str, user: User) -> None:
-    """Make the seed file's directory (and an existing seed file that root owns) USER's."""
+def give_seed_directory(path: str, user: User, own_files=()) -> None:
+    """Make the seed file's directory (and an existing seed file that root owns) USER's.
+
+    `own_files` are the paths of prngd's other files (its log file, the
+    exchange file, the pidfile): the directory may hold them too.
+    """
     path = os.path.abspath(path)
     directory, base = os.path.split(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         log.info("created seed directory %s (mode 0700)", directory)
+    ours = {os.path.basename(p) for p in own_files if p and os.path.isabs(p) and os.path.dirname(p) == directory}
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if st.st_uid == 0 and (st.st_uid, st.st_gid) != (user.uid, user.gid):
             # Giving away a shared directory (/var/lib, /tmp) would hand USER
-            # every file in it: only one holding nothing but the seed is given.
-            others = sorted(n for n in os.listdir(fd) if n != base and not _is_own_temp(n, base))
+            # every file in it: only one holding nothing but prngd's own files is given.
+            others = sorted(n for n in os.listdir(fd) if n != base and n not in ours and not _is_own_temp(n, base))
             if others:
+                more = f" and {len(others) - 1} more" if len(others) > 1 else ""
                 raise PrivilegeError(
-                    f"seed directory {directory} holds other files ({others[0]}...); -u gives only a directory "
-                    f"of prngd's own to {user.name}: use -s /var/lib/prngd/seed or make {directory} "
-                    f"{user.name}'s")
+                    f"seed directory {directory} holds files that are not prngd's ({others[0]}{more}); -u gives "
+                    f"only a directory of prngd's own to {user.name}: move them out, make {directory} "
+                    f"{user.name}'s (chown {user.name}: {directory}), or give -s a file in a directory of its own"
+                    + (" (such as /var/lib/prngd/seed)" if directory != "/var/lib/prngd" else ""))
             os.fchown(fd, user.uid, user.gid)
         elif st.st_uid not in (0, user.uid):
             raise PrivilegeError(f"seed directory {directory} belongs to uid {st.st_uid}, "
@@ -115,6 +122,39 @@ def give_seed_directory(path: str, user: User) -> None:
             os.fchown(sfd, user.uid, user.gid)
     finally:
         os.close(sfd)
+
+
+def give_socket(path: str, user: User) -> None:
+    """A socket just bound as root becomes USER's, so the daemon's own user may use it (the admin socket)."""
+    os.chown(path, user.uid, user.gid, follow_symlinks=False)
+
+
+def unreadable_as(user: User, path: str) -> str | None:
+    """Why USER cannot read `path` (an OS message), or None if it can.
+
+    Asked of the kernel as USER (a child that takes USER's groups, gid and
+    uid, as `drop` does, then opens the file): mode bits, ACLs, groups and
+    every directory on the way count, as they will when the daemon re-reads
+    its configuration at SIGHUP.  os.access cannot ask for another user.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 255
+        try:
+            os.initgroups(user.name, user.gid)
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            with open(path, "rb"):
+                code = 0
+        except OSError as e:
+            code = e.errno if e.errno and 0 < e.errno < 255 else 255
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return None
+    return os.strerror(code) if 0 < code < 255 else "cannot tell why"
 
 
 # ---------------------------------------------------------------- the drop

@@ -229,7 +229,8 @@ class Daemon:
             if seed:
                 # Before anything of it is given away: a key at -s must keep its owner.
                 seedfile.check(seed, user.uid)
-                privileges.give_seed_directory(seed, user)
+                s = self.settings
+                privileges.give_seed_directory(seed, user, own_files=(s.log_file, s.exchange_file, s.pidfile))
             privileges.drop(user)
         except (privileges.PrivilegeError, seedfile.ForeignFile) as e:
             raise StartupError(str(e)) from None
@@ -292,6 +293,14 @@ class Daemon:
             log.warning("admin socket disabled (no status or metrics): %s%s", e, hint)
             return None
         self._admin_path = path
+        if self.settings.user:
+            from prngd import privileges
+
+            # The daemon's user must reach its own status (README, Munin): bound as root, given to that user.
+            try:
+                privileges.give_socket(path, privileges.lookup(self.settings.user))
+            except (privileges.PrivilegeError, OSError) as e:
+                log.warning("admin socket %s stays root's: %s", path, e)
         return trio.socket.from_stdlib_socket(raw)
 
     async def _finish(self, admin_sock) -> None:
@@ -499,7 +508,7 @@ class Daemon:
         logging.getLogger().setLevel(new.log_level.upper())
         from prngd import sources
 
-        self.sources = sources.build_sources(new)
+        self.sources = sources.build_sources(new, previous=self.sources)
         if self._gather_scope is not None:
             self._gather_scope.cancel()
         self.pool.reseed()

@@ -502,13 +502,32 @@ class FileSource(Source):
             os.close(fd)
 
     def collect(self) -> Sample:
-        data = self._read()
+        try:
+            data = self._read()
+        except (PermissionError, FileNotFoundError) as e:
+            self._warn_denied(e)
+            raise
+        self._denied = None
         if not data:
             raise SourceError(f"{self.path}: nothing to read")
         if self.health is not None:
             self.health.feed(data)
         bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
         return Sample(data, bits)
+
+    _denied: int | None = None  # the errno last warned about: one WARNING per cause, not one per retry
+
+    def _warn_denied(self, e: OSError) -> None:
+        """A file the daemon may not read (sandbox, permissions) is the operator's to fix: say so once."""
+        if e.errno == self._denied:
+            return
+        self._denied = e.errno
+        fix = f"give uid {os.geteuid()} (the daemon's user) read access to it and its directories"
+        if self.path.startswith("/dev/"):
+            fix = ("a device hidden by systemd's PrivateDevices=yes needs the drop-in prngd-hwrng.conf "
+                   f"(examples/systemd); else {fix}")
+        log.warning("source %s: cannot read %s: %s; %s. Retried with back-off, nothing credited meanwhile",
+                    self.name, self.path, e.strerror, fix)
 
     def stats(self) -> dict:
         extra = {"path": self.path, "rate": self.rate}
@@ -574,11 +593,35 @@ def _cannot_run(path: str) -> str | None:
     return None
 
 
-def build_sources(settings) -> list[Source]:
+def _identity(source: Source) -> tuple:
+    """What makes a source the same one across a reload: its kind, name and what it reads or runs."""
+    return (type(source), source.name, getattr(source, "path", None), tuple(getattr(source, "argv", ())))
+
+
+def _carry_totals(previous: Sequence[Source], sources: Sequence[Source]) -> None:
+    """A source that survives a reload keeps its totals (status must not say "0 samples" after SIGHUP).
+
+    Its failure streak and disabled state start afresh: a reload is how an
+    operator says "try again".  The last sample's digest goes along too, so a
+    repeat after the reload is still not credited.
+    """
+    old = {_identity(s): s for s in previous}
+    for s in sources:
+        before = old.get(_identity(s))
+        if before is None:
+            continue
+        s.samples, s.credited_bits, s.failures = before.samples, before.credited_bits, before.failures
+        s._last_digest = before._last_digest
+        if isinstance(s, KernelSource):
+            s.ready = before.ready
+
+
+def build_sources(settings, previous: Sequence[Source] = ()) -> list[Source]:
     """The sources a prngd.config.Settings asks for, in the order they are first sampled.
 
     Commands are those of [commands], or the built-in set found on this
     machine when none are listed, or none at all with external_commands off.
+    Those also in `previous` (the sources before a reload) keep their totals.
     """
     sources: list[Source] = []
     if settings.kernel:
@@ -620,4 +663,5 @@ def build_sources(settings) -> list[Source]:
         seen[s.name] = n
         if n > 1:
             s.name = f"{s.name}#{n}"
+    _carry_totals(previous, sources)
     return sources
