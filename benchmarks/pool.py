@@ -30,6 +30,14 @@ def seeded_pool(generator: str, **kw) -> Pool:
     return pool
 
 
+def pr_reader(pool: Pool):
+    """A read on a `,pr` socket: a reseed from the kernel, then the read."""
+    def read(n: int) -> bytes:
+        pool.refresh()
+        return pool.read(n)
+    return read
+
+
 def find_batch(read, n: int) -> int:
     """Calls per timed batch: enough for ~10 ms, to keep timer overhead out."""
     batch = 1
@@ -77,6 +85,7 @@ def main() -> None:
         "chacha20": seeded_pool("chacha20").read,
         "hmac-drbg sha256": seeded_pool("hmac-drbg").read,
         "hmac-drbg sha512": seeded_pool("hmac-drbg", drbg_hash="sha512").read,
+        "chacha20 ,pr": pr_reader(seeded_pool("chacha20")),
     }
     print(f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} CPUs)")
     header = f"{'generator':<18} {'read(n)':>8} {'MB/s':>10} {'calls/s':>12} {'vs os.urandom':>14}"

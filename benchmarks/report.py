@@ -38,34 +38,41 @@ def markdown(r: dict) -> str:
         f"sockets answering from a constant buffer (`benchmarks/baseline_server.py --mode raw`); "
         f"\"x base\" is prngd's rate divided by it.",
         "",
-        "| | prngd | baseline (raw trio) | |",
-        "|---|---|---|---|",
+        "| | prngd | baseline (raw trio) | x base | C server | x C |",
+        "|---|---|---|---:|---|---:|",
     ]
     st = r["startup"]
     p, b = st.get(PRNGD, {}), st.get(BASELINE, {})
-    lines.append(f"| exec to first byte (02 01 over Unix) | {_f(p.get('exec_to_first_byte_s'), '.3f')} s "
-                 f"| {_f(b.get('exec_to_first_byte_s'), '.3f')} s | |")
+    ps, bs = p.get("exec_to_first_byte_s"), b.get("exec_to_first_byte_s")
+    how = f"median of {len(p.get('runs_s', []))} alternated starts" if p.get("alternated") else "median of the starts"
+    sr = (r.get("startup_ratio") or {}).get("vs_" + BASELINE, ps / bs if ps and bs else None)
+    lines.append(f"| exec to first byte (02 01 over Unix; {how}) | {_f(ps, '.3f')} s | {_f(bs, '.3f')} s "
+                 f"| {_f(sr, '.2f')} | | |")
+    lines += _one_connection_rows(r, by)
     mp, mb = r["memory"].get(PRNGD, {}), r["memory"].get(BASELINE, {})
-    lines.append(f"| RSS after start | {_mb(mp.get('rss_start_kb'))} | {_mb(mb.get('rss_start_kb'))} | |")
-    lines.append(f"| peak RSS (VmHWM) over the whole run | {_mb(mp.get('peak_rss_kb'))} | {_mb(mb.get('peak_rss_kb'))} | |")
+    lines.append(f"| RSS after start | {_mb(mp.get('rss_start_kb'))} | {_mb(mb.get('rss_start_kb'))} | | | |")
+    lines.append(f"| peak RSS (VmHWM) over the whole run | {_mb(mp.get('peak_rss_kb'))} "
+                 f"| {_mb(mb.get('peak_rss_kb'))} | | | |")
     if mp.get("rss_idle_kb"):
         n = mp.get("idle_conns_open")
-        lines.append(f"| RSS with {n} idle connections | {_mb(mp.get('rss_idle_kb'))} | {_mb(mb.get('rss_idle_kb'))} | |")
+        lines.append(f"| RSS with {n} idle connections | {_mb(mp.get('rss_idle_kb'))} "
+                     f"| {_mb(mb.get('rss_idle_kb'))} | | | |")
         lines.append(f"| CPU while those connections idle | {_f(mp.get('cpu_idle_s_per_s', 0) * 100, '.1f')} % "
-                     f"| {_f((mb.get('cpu_idle_s_per_s') or 0) * 100, '.1f')} % | |")
-    lines.append(f"| `os.urandom(255)` calls/s (one thread) | | | {_f(r.get('urandom_255_per_s'))} |")
+                     f"| {_f((mb.get('cpu_idle_s_per_s') or 0) * 100, '.1f')} % | | | |")
+    lines.append(f"| `os.urandom(255)` calls/s (one thread) | {_f(r.get('urandom_255_per_s'))} | | | | |")
     hk = tuple(meta["headline_cell"].values())
     hs = by.get((*hk, BASELINE_STREAM))
     if hs and by.get((*hk, PRNGD)):
         lines.append(f"| {hk[1]} x {hk[2]} {hk[0]}: SocketStream trio baseline | | {_f(hs['rps'])} req/s "
-                     f"| prngd = {by[(*hk, PRNGD)]['rps'] / hs['rps']:.2f} x |")
-    ceil = [c for c in r["cells"] if c["server"] == CEILING]
+                     f"| prngd = {by[(*hk, PRNGD)]['rps'] / hs['rps']:.2f} x | | |")
+    ceil = [c for c in r["cells"] if c["server"] == CEILING and c["conns"] != 1]
     if ceil:
         best = {}
         for c in ceil:
             best.setdefault(c["transport"], []).append(f"{c['scenario']} {c['rps'] / 1000:.0f}k")
         txt = "; ".join(f"{t}: " + ", ".join(v) for t, v in best.items())
-        lines.append(f"| C epoll server (reference and load generator ceiling, x{ceil[0]['conns']}) | | | {txt} req/s |")
+        lines.append(f"| C epoll server (reference and load generator ceiling, x{ceil[0]['conns']}) | | | "
+                     f"| {txt} req/s | |")
     lines += [
         "",
         "| transport | scenario | conns | prngd req/s | baseline req/s | x base | C req/s | x C | prngd MB/s "
@@ -74,8 +81,10 @@ def markdown(r: dict) -> str:
     ]
     cells = sorted({(c["transport"], c["scenario"], c["conns"]) for c in r["cells"] if c["server"] == PRNGD},
                    key=lambda k: (meta["transports"].index(k[0]), list(meta["scenarios"]).index(k[1]), k[2]))
+    like = meta.get("like", {})
     for key in cells:
-        c, bc, cc = by[(*key, PRNGD)], by.get((*key, BASELINE)), by.get((*key, CEILING))
+        ref = (key[0], like.get(key[1], key[1]), key[2])  # a `,pr` row: the others' plain cells
+        c, bc, cc = by[(*key, PRNGD)], by.get((*ref, BASELINE)), by.get((*ref, CEILING))
         ratio = c["rps"] / bc["rps"] if bc and bc["rps"] else None
         c_ratio = c["rps"] / cc["rps"] if cc and cc["rps"] else None
         cpu_us = c["server_cpu_s_per_1k"] * 1000 if c.get("server_cpu_s_per_1k") is not None else None
@@ -83,14 +92,43 @@ def markdown(r: dict) -> str:
         scen = f"{key[1]} `{req[:2]} {req[2:]}`".replace(" `00 `", " `00`")
         if meta["modes"][key[1]] == "newconn":
             scen += " new conn"
+        if key[1] in like:
+            scen += " `,pr` socket"
         lines.append(
             f"| {key[0]} | {scen} | {key[2]} | {_f(c['rps'])} | {_f(bc['rps'] if bc else None)} "
             f"| {_f(ratio, '.2f')} | {_f(cc['rps'] if cc else None)} | {_f(c_ratio, '.2f')} | {_f(c['mbps'], '.1f')} "
             f"| {_ms(c['p50_us'])} / {_ms(c['p99_us'])} / {_ms(c['p999_us'])} "
             f"| {_ms(bc['p99_us'] if bc else None)} "
             f"| {_f(cpu_us, '.1f')} | {c['short']} / {c['zero']} |")
+    for name, why in meta.get("skipped_scenarios", {}).items():
+        lines += ["", f"Skipped: {name}: {why}."]
     lines += ["", "Checks: " + ", ".join(_check_text(checks)), ""]
     return "\n".join(lines)
+
+
+def _one_connection_rows(r: dict, by: dict) -> list[str]:
+    """One client: 02 ff on one persistent connection (and on a `,pr` socket), and each new-connection
+    scenario with one client, against the raw trio baseline and the C server of the same run."""
+    meta = r["meta"]
+    like = meta.get("like", {})
+    rows = []
+    for transport in meta["transports"]:
+        for scen in meta["scenarios"]:
+            newconn = meta["modes"][scen] == "newconn"
+            if not (scen == "block255" or newconn or scen in like):
+                continue
+            c = by.get((transport, scen, 1, PRNGD))
+            if c is None:
+                continue
+            ref = like.get(scen, scen)
+            bc, cc = by.get((transport, ref, 1, BASELINE)), by.get((transport, ref, 1, CEILING))
+            req = meta["requests"][scen]
+            what = (f"1 client, `{req[:2]} {req[2:]}` on a new connection per request" if newconn else
+                    f"1 connection, `{req[:2]} {req[2:]}` persistent" + (" on a `,pr` socket" if scen in like else ""))
+            ratio = lambda o: c["rps"] / o["rps"] if o and o["rps"] else None  # noqa: E731
+            rows.append(f"| {transport}, {what} | {_f(c['rps'])} req/s | {_f(bc['rps'] if bc else None)} req/s "
+                        f"| {_f(ratio(bc), '.2f')} | {_f(cc['rps'] if cc else None)} req/s | {_f(ratio(cc), '.2f')} |")
+    return rows
 
 
 def _check_text(ch: dict) -> list[str]:
@@ -113,6 +151,12 @@ def _check_text(ch: dict) -> list[str]:
         out.append("p99 at 50 connections under 5 ms: " + ("all scenarios" if not over else "not in " + ", ".join(over)))
     if "exec_to_first_byte_s" in ch:
         out.append(f"exec to first byte {ch['exec_to_first_byte_s']:.3f} s")
+    if "exec_to_first_byte_vs_base" in ch:
+        v = ch["exec_to_first_byte_vs_base"]
+        out.append(f"exec to first byte {v:.2f} x baseline (<= 1.2: {'yes' if v <= 1.2 else 'NO'})")
+    if "unix_block255_1_vs_base" in ch:
+        v = ch["unix_block255_1_vs_base"]
+        out.append(f"02 ff on 1 Unix connection: {v:.2f} x baseline (>= 1.0: {'yes' if v >= 1.0 else 'NO'})")
     if "rss_idle_mb" in ch:
         out.append(f"RSS with idle connections {ch['rss_idle_mb']:.1f} MB")
     if ch.get("max_other_cpu") is not None:

@@ -22,18 +22,9 @@ from benchmarks.loadgen import ROOT, Target
 # a fifth of its start.  The bytecode goes to the checkout's __pycache__
 # directories (git-ignored), as Python's own default would put it.
 
-def python_env() -> dict:
-    """The environment the Python servers run in: the checkout on the path, bytecode used and kept."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
 def compile_bytecode() -> None:
     """Compile prngd and the baseline before any start is timed."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "prngd", "benchmarks"], cwd=ROOT, env=python_env(),
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "prngd", "benchmarks"], cwd=ROOT, env=_env(),
                    stdout=subprocess.DEVNULL, check=True)
 
 
@@ -69,25 +60,37 @@ def _answers_tcp(address: str) -> bool:
         return False
 
 
-class Server:
-    """One server process with a Unix socket (and maybe a TCP one)."""
+def _env() -> dict:
+    """The environment the Python servers run in: the checkout on the path, bytecode used and kept (above)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
-    def __init__(self, name: str, argv: list[str], unix: str, tcp: str | None, log: Path, cwd: Path):
+
+class Server:
+    """One server process with a Unix socket (and maybe a TCP one, and for prngd a `,pr` one)."""
+
+    def __init__(self, name: str, argv: list[str], unix: str, tcp: str | None, log: Path, cwd: Path,
+                 pr_unix: str | None = None):
         self.name, self.argv, self.unix, self.tcp, self.log_path, self.cwd = name, argv, unix, tcp, log, cwd
+        self.pr_unix = pr_unix  # a Unix socket served with prediction resistance (spelled PATH,pr)
         self.proc: subprocess.Popen | None = None
         self.ps: psutil.Process | None = None
         self.exec_to_first_byte_s: float | None = None
 
-    def target(self, transport: str) -> Target:
+    def target(self, transport: str, socket: str = "plain") -> Target:
+        if socket == "pr":
+            return Target("unix", self.pr_unix)
         return Target("unix", self.unix) if transport == "unix" else Target("tcp", self.tcp)
 
     def start(self, timeout: float = 30.0) -> float:
         """Start the process; the seconds from exec to the first byte served over Unix."""
-        env = python_env()
         log = open(self.log_path, "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=self.cwd)
+                                     env=_env(), cwd=self.cwd)
         log.close()
         deadline = t0 + timeout
         while not _first_byte(self.unix):
@@ -132,16 +135,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return None if self.proc is None else stop(self.proc)
 
     def log(self, tail: int = 4000) -> str:
         try:
@@ -150,9 +144,54 @@ class Server:
             return ""
 
 
-def prngd_argv(unix: str, tcp: str | None, extra: list[str]) -> list[str]:
+def prngd_argv(unix: str, tcp: str | None, extra: list[str], pr_unix: str | None = None) -> list[str]:
     """The daemon under test with default settings and no seed file."""
-    return [sys.executable, "-m", "prngd", "-f", "-n", *extra, unix, *([tcp] if tcp else [])]
+    return [sys.executable, "-m", "prngd", "-f", "-n", *extra, unix, *([pr_unix + PR] if pr_unix else []),
+            *([tcp] if tcp else [])]
+
+
+PR = ",pr"  # the suffix that asks prngd for prediction resistance on a listening socket
+
+
+def probe_pr(argv: list[str], path: str, log: Path, cwd: Path, timeout: float = 30.0) -> str | None:
+    """Start `argv` (a daemon given the one socket `path,pr`) and see what it makes of the spelling.
+
+    None when it serves `path`; otherwise one line saying why not: it exited (refused the
+    spelling), or it bound the literal path `path,pr` (a daemon without the suffix). The
+    process is stopped either way.
+    """
+    literal = path + PR
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=_env(), cwd=cwd)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if _first_byte(path):
+                return None
+            if os.path.exists(literal):
+                return f"the daemon took {literal} for a socket path: it has no {PR} sockets"
+            if proc.poll() is not None:
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                last = lines[-1].strip() if lines else "no output"
+                return f"the daemon refused {literal} (exit {proc.returncode}: {last})"
+            if time.monotonic() > deadline:
+                return f"the daemon did not answer on {path} within {timeout:g} s"
+            time.sleep(0.005)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout` seconds; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def baseline_argv(mode: str, unix: str, tcp: str | None) -> list[str]:

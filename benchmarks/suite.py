@@ -3,8 +3,9 @@
     python3 -m benchmarks [--quick] [--duration S] [--reps N] [--out DIR] [--unix-only]
                           [--scenarios A,B] [--conns 1,8,50,200] ...
 
-Each repetition starts fresh processes of every server (timing exec to first
-byte), warms them up, then measures every cell (transport x scenario x
+First prngd and the raw baseline are started alone, alternately, --starts times
+each (timing exec to first byte).  Then each repetition starts fresh processes of
+every server, warms them up, measures every cell (transport x scenario x
 concurrency) on each server in turn, the order rotating between
 repetitions; then it reads each server's peak RSS and its RSS with 1000 idle
 connections open, and stops them.  Figures are medians over the
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from benchmarks import machine, report
 from benchmarks.loadgen import HERE, ROOT, LoadGenerator, compile_c
-from benchmarks.servers import Server, baseline_argv, compile_bytecode, free_tcp_port, prngd_argv, raise_nofile
+from benchmarks.servers import (PR, Server, baseline_argv, compile_bytecode, free_tcp_port, prngd_argv, probe_pr,
+                               raise_nofile)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Scenario:
     request: str  # hex
     mode: str     # persistent | newconn
     label: str
+    socket: str = "plain"  # "pr": prngd's Unix socket spelled PATH,pr (prediction resistance), prngd only
+    like: str = ""         # for a prngd-only scenario: the scenario whose baseline and C cells it is compared to
 
 
 SCENARIOS = {s.name: s for s in (
@@ -50,6 +54,8 @@ SCENARIOS = {s.name: s for s in (
     Scenario("openssh", "0230", "newconn", "02 30, a new connection per request (OpenSSH)"),
     Scenario("openssl", "01ff", "newconn", "01 ff, a new connection per request (OpenSSL)"),
     Scenario("entropy", "00", "persistent", "00, entropy level, persistent connections"),
+    Scenario("block255pr", "02ff", "persistent", "02 ff on prngd's prediction-resistance socket (PATH,pr), "
+             "persistent connections; compared with the servers' block255 cells", socket="pr", like="block255"),
 )}
 CONCURRENCY = (1, 8, 50, 200)
 TRANSPORTS = ("unix", "tcp")
@@ -82,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {','.join(SCENARIOS)}")
     p.add_argument("--conns", default=",".join(map(str, CONCURRENCY)), help="comma-separated concurrencies")
     p.add_argument("--idle-conns", type=int, default=1000, help="idle connections for the RSS figure (default 1000)")
+    p.add_argument("--starts", type=int, help="alternated fresh starts of prngd and the raw baseline for the exec to "
+                   "first byte figure (default 7; --quick 3)")
     p.add_argument("--stream-baseline", choices=("none", "block255", "all"), default="block255",
                    help="where to measure the SocketStream baseline too (default: the block255 scenario)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the C epoll server (load generator ceiling)")
@@ -99,6 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.duration = a.duration or (0.25 if a.quick else 0.6)
     a.reps = a.reps or (1 if a.quick else 5)
+    a.starts = a.starts if a.starts is not None else (3 if a.quick else 7)
     a.warmup = a.warmup if a.warmup is not None else (0.2 if a.quick else 1.0)
     a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (1.0 if a.quick else 10.0)
     a.retries = a.retries if a.retries is not None else (0 if a.quick else 2)
@@ -156,7 +165,7 @@ def measure_once(load: LoadGenerator, server: Server, transport: str, sc: Scenar
                  duration: float) -> dict:
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     kernel0, busy0, cpu0, t0 = machine.kernel_cpu_s(), machine.cpu_busy_s(), server.cpu_s(), time.monotonic()
-    r = load.run(server.target(transport), sc.request, conns, duration, sc.mode)
+    r = load.run(server.target(transport, sc.socket), sc.request, conns, duration, sc.mode)
     busy1, cpu1, wall = machine.cpu_busy_s(), server.cpu_s(), time.monotonic() - t0
     children1, kernel1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine.kernel_cpu_s()
     loadgen_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
@@ -221,6 +230,17 @@ def run(args: argparse.Namespace) -> dict:
             print(f"[bench] no C ceiling server: {cnote}", file=sys.stderr)
     tcp = "tcp" in args.transports
     scenarios = [SCENARIOS[s] for s in args.scenarios]
+    skipped = {}
+    if any(sc.socket == "pr" for sc in scenarios):
+        path = str(work / "probe-pr.sock")
+        why = probe_pr(prngd_argv(path + PR, None, args.prngd_arg), path, logs / "prngd-probe-pr.log", work)
+        if why:
+            for sc in scenarios:
+                if sc.socket == "pr":
+                    print(f"[bench] {sc.name} skipped: {why}", file=sys.stderr)
+                    skipped[sc.name] = why
+            scenarios = [sc for sc in scenarios if sc.socket != "pr"]
+    pr = any(sc.socket == "pr" for sc in scenarios)
     print(f"[bench] load generator: {load.kind} ({load.note}); {args.reps} x {args.duration:g} s per cell; "
           f"{len(args.transports)} transports x {len(scenarios)} scenarios x {len(args.conns)} concurrencies",
           file=sys.stderr)
@@ -236,6 +256,8 @@ def run(args: argparse.Namespace) -> dict:
             "duration_s": args.duration, "reps": args.reps, "warmup_s": args.warmup,
             "transports": args.transports, "scenarios": {s.name: s.label for s in scenarios},
             "requests": {s.name: s.request for s in scenarios}, "modes": {s.name: s.mode for s in scenarios},
+            "like": {s.name: s.like for s in scenarios if s.like}, "skipped_scenarios": skipped,
+            "starts": args.starts,
             "concurrency": args.conns, "servers": {}, "headline_baseline": BASELINE,
             "headline_cell": {"transport": HEADLINE[0], "scenario": HEADLINE[1], "conns": HEADLINE[2]},
             "notes": [
@@ -258,12 +280,14 @@ def run(args: argparse.Namespace) -> dict:
     startup: dict[str, list[float]] = {}
     memory: dict[str, list[dict]] = {}
     try:
+        alternated = alternated_starts(args, work, logs, tcp)
         for rep in range(args.reps):
-            servers = make_servers(args, work, logs, rep, tcp, cserver)
+            servers = make_servers(args, work, logs, rep, tcp, cserver, pr)
             result["meta"]["servers"] = {s.name: {"label": SERVER_LABELS[s.name], "argv": s.argv} for s in servers}
             started: list[Server] = []
             try:
-                for s in servers:
+                k = rep % len(servers)  # each server starts first in turn, as the cells rotate
+                for s in servers[k:] + servers[:k]:
                     if args.quiet_spent < args.quiet_budget:
                         args.quiet_spent += machine.wait_quiet(
                             min(args.quiet_wait, args.quiet_budget - args.quiet_spent), args.quiet_threshold)[1]
@@ -279,6 +303,8 @@ def run(args: argparse.Namespace) -> dict:
                         load.run(s.target("unix"), warm.request, 50, args.warmup, warm.mode)
                 for transport in args.transports:
                     for sc in scenarios:
+                        if sc.socket == "pr" and transport != "unix":
+                            continue  # a PATH,pr socket is a Unix socket
                         for conns in args.conns:
                             cell_servers = [s for s in servers if wanted(s.name, sc, conns, args)]
                             k = rep % len(cell_servers)
@@ -311,18 +337,47 @@ def run(args: argparse.Namespace) -> dict:
             p.unlink(missing_ok=True)
         work.rmdir()
 
-    result["startup"] = {name: {"exec_to_first_byte_s": median(ts), "runs_s": [round(t, 4) for t in ts]}
-                         for name, ts in startup.items()}
+    result["startup"] = {}
+    for name, ts in startup.items():
+        runs = alternated.get(name) or ts  # the alternated starts where there are some
+        result["startup"][name] = {"exec_to_first_byte_s": median(runs), "runs_s": [round(t, 4) for t in runs],
+                                   "alternated": bool(alternated.get(name)),
+                                   "rep_starts_s": [round(t, 4) for t in ts]}
+    p, b = alternated.get(PRNGD), alternated.get(BASELINE)
+    if p and b:
+        result["startup_ratio"] = {"vs_" + BASELINE: median(p) / median(b),
+                                   "pairs_median": median([x / y for x, y in zip(p, b)])}
     result["memory"] = {name: {k: median([m.get(k) for m in ms]) for k in ms[0]} for name, ms in memory.items()}
     for (transport, scen, conns, name), runs in raw.items():
         result["cells"].append({"transport": transport, "scenario": scen, "conns": conns, "server": name,
                                 **aggregate(runs), "runs": runs})
-    result["ratios"] = ratios(result["cells"])
+    result["ratios"] = ratios(result["cells"], result["meta"]["like"])
     result["checks"] = checks(result, args)
     result["meta"]["elapsed_s"] = round(time.monotonic() - t_begin, 1)
     result["meta"]["quiet_wait_and_retry_s"] = round(args.quiet_spent, 1)
     result["meta"]["loadavg_end"] = machine.loadavg()
     return result
+
+
+def alternated_starts(args, work: Path, logs: Path, tcp: bool) -> dict[str, list[float]]:
+    """Exec to first byte of prngd and the raw baseline: fresh processes started one at a time,
+    each stopped before the next starts, the order alternating (prngd first, then the
+    baseline first), so neither gains from going first."""
+    times: dict[str, list[float]] = {}
+    for i in range(args.starts):
+        pair = make_servers(args, work, logs, f"start{i}", tcp, None, only=(PRNGD, BASELINE))
+        for s in (pair if i % 2 == 0 else pair[::-1]):
+            if args.quiet_spent < args.quiet_budget:
+                args.quiet_spent += machine.wait_quiet(
+                    min(args.quiet_wait, args.quiet_budget - args.quiet_spent), args.quiet_threshold)[1]
+            try:
+                t = s.start()
+            finally:
+                s.stop()
+            times.setdefault(s.name, []).append(t)
+            print(f"[bench] start {i + 1}/{args.starts}: {s.name}: exec to first byte {t * 1000:.0f} ms",
+                  file=sys.stderr)
+    return times
 
 
 def idle_cpu(s: Server, seconds: float = 0.5) -> float:
@@ -333,22 +388,28 @@ def idle_cpu(s: Server, seconds: float = 0.5) -> float:
 
 
 def wanted(name: str, sc: Scenario, conns: int, args) -> bool:
+    if sc.socket == "pr":
+        return name == PRNGD  # the others have no such socket: its row compares with their `like` cells
     if name == BASELINE_STREAM:
         return args.stream_baseline == "all" or (args.stream_baseline == "block255" and sc.name == "block255")
-    if name == CEILING:
-        return conns == 50 or conns == max(args.conns) and 50 not in args.conns
+    if name == CEILING:  # the reference at 50 connections, and for the one-connection rows
+        return conns in (1, 50) or conns == max(args.conns) and 50 not in args.conns
     return True
 
 
-def make_servers(args, work: Path, logs: Path, rep: int, tcp: bool, cserver) -> list[Server]:
+def make_servers(args, work: Path, logs: Path, rep, tcp: bool, cserver, pr: bool = False,
+                 only: tuple[str, ...] = ()) -> list[Server]:
     def addr(tag: str) -> tuple[str, str | None]:
         return str(work / f"{tag}-{rep}.sock"), (f"127.0.0.1:{free_tcp_port()}" if tcp else None)
 
     servers = []
     u, t = addr("prngd")
-    servers.append(Server(PRNGD, prngd_argv(u, t, args.prngd_arg), u, t, logs / f"prngd-{rep}.log", work))
+    pu = str(work / f"prngd-pr-{rep}.sock") if pr else None
+    servers.append(Server(PRNGD, prngd_argv(u, t, args.prngd_arg, pu), u, t, logs / f"prngd-{rep}.log", work, pu))
     u, t = addr("raw")
     servers.append(Server(BASELINE, baseline_argv("raw", u, t), u, t, logs / f"baseline_raw-{rep}.log", work))
+    if only:
+        return [s for s in servers if s.name in only]
     if args.stream_baseline != "none":
         u, t = addr("stream")
         servers.append(Server(BASELINE_STREAM, baseline_argv("stream", u, t), u, t,
@@ -359,15 +420,25 @@ def make_servers(args, work: Path, logs: Path, rep: int, tcp: bool, cserver) -> 
     return servers
 
 
-def ratios(cells: list[dict]) -> list[dict]:
+def ratios(cells: list[dict], like: dict[str, str] | None = None) -> list[dict]:
+    """prngd's rate (and p99) over each other server's in the same cell of the same run.
+
+    A prngd-only scenario (the `,pr` socket) is compared with the others' cells of the
+    scenario it is `like`, and with prngd's own there (`rps_vs_prngd_plain`)."""
+    like = like or {}
     by = {(c["transport"], c["scenario"], c["conns"], c["server"]): c for c in cells}
     out = []
     for (transport, scen, conns, name), c in by.items():
         if name != PRNGD:
             continue
         row = {"transport": transport, "scenario": scen, "conns": conns}
+        ref = like.get(scen, scen)
+        if ref != scen:
+            plain = by.get((transport, ref, conns, PRNGD))
+            if plain and plain["rps"]:
+                row["rps_vs_prngd_plain"] = c["rps"] / plain["rps"]
         for other in (BASELINE, BASELINE_STREAM, CEILING):
-            b = by.get((transport, scen, conns, other))
+            b = by.get((transport, ref, conns, other))
             if b and b["rps"]:
                 row[f"rps_vs_{other}"] = c["rps"] / b["rps"]
                 if b["p99_us"]:
@@ -407,6 +478,22 @@ def checks(result: dict, args) -> dict:
     if st:
         ch["exec_to_first_byte_s"] = st["exec_to_first_byte_s"]
         ch["exec_to_first_byte_ok"] = st["exec_to_first_byte_s"] < 0.4
+    sr = result.get("startup_ratio")
+    if sr:  # issue 22: at most 1.2 x the raw trio baseline, median of alternated starts
+        ch["exec_to_first_byte_vs_base"] = sr["vs_" + BASELINE]
+        ch["exec_to_first_byte_vs_base_ok"] = sr["vs_" + BASELINE] <= 1.2
+    # One client: one persistent connection (02 ff), and a new connection per request.
+    one = {}
+    for r in result.get("ratios", []):
+        if r["conns"] == 1 and (r["scenario"] == "block255" or result["meta"]["modes"].get(r["scenario"]) == "newconn"
+                                or r["scenario"] in result["meta"].get("like", {})):
+            one[f'{r["transport"]}/{r["scenario"]}'] = {k: r.get(k) for k in ("rps_vs_" + BASELINE, "rps_vs_" + CEILING)}
+    if one:
+        ch["one_connection"] = one
+        v = one.get("unix/block255", {}).get("rps_vs_" + BASELINE)
+        if v is not None:  # issue 22: at least 1.0 x the raw trio baseline
+            ch["unix_block255_1_vs_base"] = v
+            ch["unix_block255_1_vs_base_ok"] = v >= 1.0
     mem = result["memory"].get(PRNGD, {})
     if mem.get("rss_idle_kb"):
         ch["rss_idle_mb"] = mem["rss_idle_kb"] / 1024

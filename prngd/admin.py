@@ -10,7 +10,10 @@ for curl and Prometheus' scrapers:
 `GET /status` answers the status dict as JSON (docs/status.schema.json),
 `GET /metrics` the Prometheus text exposition format 0.0.4, `GET /history`
 the recent-history ring as JSON (docs/history.schema.json), `GET /` the list
-of these endpoints, anything else 404.
+of these endpoints, anything else 404.  `POST /reseed` (`prngd reseed`)
+reseeds the pool from the kernel and rewrites the seed file, as a detected
+restore does, for root or the daemon's own user only (SO_PEERCRED): a socket
+opened to monitoring (admin_mode 0666) gives nobody else that.
 One request a connection, then close.  A request head may take 4 KiB and
 5 seconds; past that, or on garbage, the peer gets a 4xx and the connection
 closes; nothing a peer sends can stop the endpoint.  At most MAX_HANDLERS (8)
@@ -28,9 +31,11 @@ import errno
 import json
 import logging
 import math
+import os
 import socket
+import struct
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -48,7 +53,8 @@ ACCEPT_PAUSE = 0.1  # after accept failed for want of descriptors or memory
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = "application/json"
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout",
             431: "Request Header Fields Too Large", 500: "Internal Server Error"}
 
 
@@ -145,12 +151,44 @@ async def _drain(stream: trio.abc.ReceiveStream) -> None:
             left -= len(chunk)
 
 
+Reseed = Callable[[int], Awaitable[str]]  # the asking uid -> one line saying what was done
+
+
+def _is_reseed(head: bytes) -> bool:
+    return head.split(b"\n", 1)[0].split()[:2] == [b"POST", b"/reseed"]
+
+
+def _peer_uid(sock) -> int | None:
+    try:
+        return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+    except (OSError, struct.error):
+        return None
+
+
+async def _reseed_reply(stream: trio.SocketStream, reseed: Reseed | None) -> bytes:
+    """`POST /reseed`: only root or the daemon's own user may make the daemon reseed and write."""
+    if reseed is None:
+        return _error(404)
+    uid, own = _peer_uid(stream.socket), os.geteuid()
+    if uid not in (0, own):
+        log.warning("admin: reseed refused to uid %s: only root or the daemon's user (uid %d) may ask", uid, own)
+        return _response(403, f"only root or the daemon's user (uid {own}) may ask for a reseed\n".encode())
+    try:
+        return _response(200, f"{await reseed(uid)}\n".encode("utf-8"))
+    except Exception:
+        log.exception("admin: reseed failed")
+        return _error(500)
+
+
 async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict],
-                  get_history: Callable[[], dict] | None) -> None:
+                  get_history: Callable[[], dict] | None, reseed: Reseed | None = None) -> None:
     try:
         try:
             head, error = await _read_head(stream)
-            reply = respond(head, get_status, get_history) if error is None else _error(error)
+            if error is None and _is_reseed(head):
+                reply = await _reseed_reply(stream, reseed)
+            else:
+                reply = respond(head, get_status, get_history) if error is None else _error(error)
             with trio.move_on_after(WRITE_TIMEOUT):
                 await stream.send_all(reply)
                 await stream.send_eof()
@@ -180,15 +218,17 @@ class _Refusals:
 
 
 async def serve_admin(sock: trio.socket.SocketType, get_status: Callable[[], dict],
-                      get_history: Callable[[], dict] | None = None, *, max_handlers: int = MAX_HANDLERS,
+                      get_history: Callable[[], dict] | None = None, *, reseed: Reseed | None = None,
+                      max_handlers: int = MAX_HANDLERS,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer admin requests on `sock` (bound and listening) until cancelled.
 
     `get_status()` is called for each /status or /metrics request and returns
     the status dict; `get_history()` for each /history request (None: no
-    /history).  The caller owns the socket's path and mode.  At most
-    `max_handlers` connections are handled at once: one more is closed at
-    once, so the endpoint holds a bounded share of the daemon's descriptors.
+    /history); `reseed(uid)` for each allowed POST /reseed (None: 404).
+    The caller owns the socket's path and mode.  At most `max_handlers`
+    connections are handled at once: one more is closed at once, so the
+    endpoint holds a bounded share of the daemon's descriptors.
     """
     listener = trio.SocketListener(sock)
     refusals = _Refusals()
@@ -197,7 +237,7 @@ async def serve_admin(sock: trio.socket.SocketType, get_status: Callable[[], dic
     async def handle(stream: trio.SocketStream) -> None:
         nonlocal busy
         try:
-            await _handle(stream, get_status, get_history)
+            await _handle(stream, get_status, get_history, reseed)
         finally:
             busy -= 1
 
@@ -387,6 +427,9 @@ def render_status_text(status: dict) -> str:
     if pool.get("last_reseed_age_s") is not None:
         line += f", last {_duration(pool['last_reseed_age_s'])} ago"
     out.append(line)
+    if g("detectors"):
+        out.append(f"detectors:   {', '.join(map(str, g('detectors')))}; "
+                   f"{pool.get('clock_reseeds', 0)} resumes or restores seen")
     conns = g("connections") or {}
     line = (f"connections: {conns.get('current', 0)} open (max {conns.get('max', '?')}), "
             f"{conns.get('total', 0)} total, {conns.get('rejected', 0)} rejected")
@@ -432,8 +475,8 @@ def render_status_text(status: dict) -> str:
 
 # ---------------------------------------------------------------- client side
 
-def _request(target: str) -> bytes:
-    return f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("ascii")
+def _request(target: str, method: str = "GET") -> bytes:
+    return f"{method} {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("ascii")
 
 
 def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -468,13 +511,13 @@ def _status_from(raw: bytes, what: str = "status") -> dict:
     return status
 
 
-def request(path: str, target: str, timeout: float | None = 5.0) -> bytes:
-    """The raw response to `GET target` on the admin socket at `path` (blocking)."""
+def request(path: str, target: str, timeout: float | None = 5.0, method: str = "GET") -> bytes:
+    """The raw response to `METHOD target` on the admin socket at `path` (blocking)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(_request(target))
+        s.sendall(_request(target, method))
         chunks, size = [], 0
         while size <= MAX_RESPONSE:
             if deadline is not None:
@@ -510,6 +553,15 @@ def get_status(path: str, timeout: float | None = 5.0) -> dict:
 def get_history(path: str, timeout: float | None = 5.0) -> dict:
     """The daemon's history ring (the /history dict) from its admin socket (blocking)."""
     return _status_from(request(path, "/history", timeout), "history")
+
+
+def reseed(path: str, timeout: float | None = 30.0) -> str:
+    """Ask the daemon to reseed now (POST /reseed, blocking); the line it answers.  AdminError if refused."""
+    code, _, body = parse_response(request(path, "/reseed", timeout, method="POST"))
+    text = body.decode("utf-8", "replace").strip()
+    if code != 200:
+        raise AdminError(f"the daemon answered {code}: {text[:200]}")
+    return text
 
 
 async def fetch_status(path: str) -> dict:

@@ -1,6 +1,6 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it, plus the client tools.
 
-`prngd get|add|status|ping|feed-kernel ...` are the client tools;
+`prngd get|add|status|ping|reseed|feed-kernel|doctor ...` are the client tools;
 anything else starts (or with -k stops) the daemon.  A socket literally named
 like a tool can be given as ./NAME.
 """
@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import grp
 import logging
 import math
 import os
-import stat
 import sys
 import time
+from typing import Callable
 
-# What only the client tools, -k or syslog use (prngd.client, prngd.kill,
-# logging.handlers) is imported where used: the daemon's start does not wait for it.
-from prngd import __version__, config, cryptobackend, egd, privileges, startsignals
+# What only -k or syslog use (prngd.kill, logging.handlers) is imported where
+# used: the daemon's start does not wait for it.
+from prngd import __version__, client, config, cryptobackend, egd, ownfile, privileges, startsignals
 
-CLIENT_COMMANDS = ("get", "add", "status", "ping", "feed-kernel")
+CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel", "doctor")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
 
 log = logging.getLogger("prngd")
@@ -83,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
         prog="prngd",
         description="Userland PRNG daemon speaking the EGD protocol. "
                     f"Client tools: prngd {{{','.join(CLIENT_COMMANDS)}}} --help.",
-        epilog="SOCKET is a Unix socket path, tcp/localhost:PORT (PRNGD's spelling) or HOST:PORT. "
+        epilog="SOCKET is a Unix socket path, tcp/localhost:PORT (PRNGD's spelling), HOST:PORT or vsock:PORT; "
+               "SOCKET,pr reseeds from the kernel before every read there. "
                f"Default: {config.default_socket()}.")
     p.add_argument("sockets", nargs="*", metavar="SOCKET")
     p.add_argument("-f", "--fg", action="store_true", help="stay in the foreground, log to stderr")
@@ -163,19 +165,36 @@ def log_destination(settings: config.Settings) -> str:
     return config.default_log_file()
 
 
-def open_log_file(path: str) -> logging.Handler:
-    """A handler appending to `path`; the default log file's directory is created, no other."""
+def open_log_file(path: str, user_uid: int | None = None) -> logging.Handler:
+    """A handler appending to `path`; the default log file's directory is created, no other.
+
+    An existing file is written into only if prngd can show it is a log of its
+    own (ownfile.log_refusal): a link, a device, a FIFO, someone else's or a
+    binary file is refused in one line before anything is written.
+    """
     if path == config.default_log_file():
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if path == os.devnull:  # the operator's way of saying "no log"
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
     try:
-        # O_NONBLOCK: a FIFO with no reader must fail here, not hang the start.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK,
-                     0o640)
+        st = ownfile.lstat(path)
+        # Refused by kind before it is opened: opening a device or a FIFO may itself do something.
+        why = ownfile.refusal(st, "a log file") if st else None
+        if not why:
+            # O_RDWR: log_refusal reads its tail.
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | ownfile.SAFE_OPEN, 0o640)
+            try:
+                why = ownfile.log_refusal(fd, user_uid)  # what was opened, whatever the lstat saw
+            except BaseException:
+                os.close(fd)
+                raise
+            if why:
+                os.close(fd)
     except OSError as e:
         raise config.ConfigError(f"cannot open log file {path}: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
-        os.close(fd)
-        raise config.ConfigError(f"log file {path} is not a regular file")
+    if why:
+        raise config.ConfigError("log file " + ownfile.refused(path, why, "writing into"))
     os.set_blocking(fd, True)
     return logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
 
@@ -285,15 +304,31 @@ def daemon_main(argv: list[str]) -> int:
     if args.kill:
         from prngd import kill
 
-        return max((kill.kill_daemon(s, settings.pidfile) for s in settings.resolved_sockets()), default=1)
+        return kill.kill_daemons(settings.resolved_sockets(), settings.pidfile)
 
     pinned = None
+    user_uid = None  # -u's: the log file may be that user's
     if settings.user:
         try:
-            privileges.check_can_drop(privileges.lookup(settings.user))
+            user = privileges.lookup(settings.user)
+            privileges.check_can_drop(user)
+            user_uid = user.uid
         except privileges.PrivilegeError as e:
             print(f"prngd: {e}", file=sys.stderr)
             return 2
+        if args.cmdfile:
+            # SIGHUP re-reads the file as the user: a file only root can read would fail the first reload.
+            path = os.path.join(start_dir, args.cmdfile)
+            why = privileges.unreadable_as(user, path)
+            if why:
+                try:
+                    group = grp.getgrgid(user.gid).gr_name
+                except KeyError:
+                    group = str(user.gid)
+                print(f"prngd: configuration {path} is not readable by {user.name} ({why}), who re-reads it at "
+                      f"SIGHUP: give {user.name} read access (e.g. chgrp {group} {path} && chmod g+r {path}, and "
+                      "the directories on the way)", file=sys.stderr)
+                return 2
         # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
         pinned = settings = config.pin_defaults(settings)
 
@@ -307,7 +342,7 @@ def daemon_main(argv: list[str]) -> int:
     try:
         # Opened before detaching, so a log file that cannot be written is
         # said on the terminal, and the daemon never logs to nowhere.
-        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination)
+        file_handler = None if destination in ("stderr", "syslog") else open_log_file(destination, user_uid)
     except config.ConfigError as e:
         print(f"prngd: {e}", file=sys.stderr)
         return 1
@@ -362,6 +397,18 @@ def _whole(name: str, unit: str, lo: int, hi: int | None = None):
     return convert
 
 
+def _uid(text: str) -> int:
+    """An argparse type: a uid (any number: a container's may have no name here), or a user name."""
+    import pwd
+
+    if text.isdigit() and int(text) < 2**32 - 1:
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"--trust-uid: no user {text!r} in the password database") from None
+
+
 def _seconds(name: str):
     def convert(text: str) -> float:
         try:
@@ -400,6 +447,8 @@ def tools_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bits", type=_whole("--bits", "bits", 0), default=0,
                     help="entropy the data is claimed to carry, in bits (default 0; at most 8 a byte; "
                          "prngd credits it only from trusted users)")
+    sp.add_argument("--bytes", type=_whole("--bytes", "bytes", 1), default=None, dest="nbytes", metavar="N",
+                    help="stop after N bytes (default: the whole file; a device or pipe until its end or Ctrl-C)")
     socket_arg(sp)
 
     sp = sub.add_parser("status", help="the daemon's status, from its admin socket",
@@ -410,6 +459,14 @@ def tools_parser() -> argparse.ArgumentParser:
     socket_arg(sp)
 
     sp = sub.add_parser("ping", help="ask the daemon's pid (0x04); exit 1 if it does not answer")
+    socket_arg(sp)
+
+    sp = sub.add_parser("reseed", help="make the daemon reseed now from the kernel (after a VM restore)",
+                        description="Ask the daemon, over its admin socket, to reseed its pool at once from the "
+                                    "kernel and rewrite its seed file, as it does when it detects a restore: for "
+                                    "snapshot tools and host agents to call after restoring a VM. Root or the "
+                                    "daemon's user only.")
+    sp.add_argument("--admin", metavar="PATH", help="admin socket (default: SOCKET + '.admin')")
     socket_arg(sp)
 
     sp = sub.add_parser("feed-kernel", help="keep the kernel's pool topped up from an EGD server")
@@ -423,9 +480,27 @@ def tools_parser() -> argparse.ArgumentParser:
                     help=f"bytes per regular feed, 1 to {MAX_FEED} (default 64)")
     sp.add_argument("--no-credit", action="store_true",
                     help="write to the urandom device without crediting, even when allowed to credit")
+    sp.add_argument("--trust-uid", type=_uid, action="append", default=[], metavar="USER",
+                    help="credit a server listening as USER (a name or a uid; repeatable) as well as root's; "
+                         "any other server's bytes, and a TCP server's, are mixed in with 0 bits")
+    sp.add_argument("--admin", metavar="PATH",
+                    help="the daemon's admin socket, read for restores (default: SOCKET + '.admin')")
     sp.add_argument("--entropy-avail", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--threshold-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
     sp.add_argument("--urandom", default=None, metavar="PATH", help=argparse.SUPPRESS)
+
+    sp = sub.add_parser("doctor", help="say whether this machine needs prngd, and what to fix",
+                        description="Check the kernel's generator, hardware RNG and VM detectors, the EGD sockets "
+                                    "and who serves them, the seed file, the programs set up to read EGD and the "
+                                    "service's sandbox; one line each, then a verdict.  Always exits 0.")
+    sp.add_argument("sockets", nargs="*", metavar="SOCKET",
+                    help="EGD sockets to check besides the usual paths and the configured ones")
+    sp.add_argument("-c", "--config", metavar="FILE", help="read the sockets and seed file from this configuration")
+    sp.add_argument("-s", "--seedfile", metavar="FILE", help="the seed file to check (default: the configured one)")
+    sp.add_argument("--json", action="store_true", help="print the same as a JSON object")
+    sp.add_argument("--timeout", type=_seconds("--timeout"), default=5.0,
+                    help="seconds each check may take (default 5)")
+    sp.add_argument("--postfix-config", default=None, metavar="DIR", help=argparse.SUPPRESS)
     return p
 
 
@@ -439,8 +514,6 @@ def tools_main(argv: list[str]) -> int:
         args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
     else:
         args = parser.parse_args(argv)  # --help, --version, or a usage error
-    from prngd import client
-
     try:
         return _COMMANDS[args.command](args)
     except client.EGDError as e:
@@ -456,8 +529,6 @@ def tools_main(argv: list[str]) -> int:
 
 def _cmd_get(args) -> int:
     """Stream N bytes as they arrive: bounded memory for any N, and `| head -c 16` ends it at once."""
-    from prngd import client
-
     out = sys.stdout.buffer
     carry = b""  # base64 is encoded in multiples of 3 bytes so the chunks join into one text
     with client.EGDClient(args.socket, args.timeout) as c:
@@ -481,26 +552,45 @@ def _cmd_get(args) -> int:
 
 
 def _cmd_add(args) -> int:
+    """Stream a file, pipe or device in 255-byte writes: bounded memory, `--bytes N` or EOF or Ctrl-C ends it."""
     try:
-        if args.file == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(args.file, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        print(f"prngd add: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        fd = sys.stdin.fileno() if args.file == "-" else os.open(args.file, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+    except (OSError, ValueError) as e:
+        print(f"prngd add: cannot read {args.file}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
-    if args.bits > 8 * len(data):
-        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {len(data)} bytes sent "
-              f"(at most {8 * len(data)})", file=sys.stderr)
+    # The claim is spread over the length when it is known: --bytes, else a regular
+    # file's size (0 for /proc files: unknown); a pipe's or device's goes with its first bytes.
+    size = st.st_size if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
+    total = args.nbytes if args.nbytes is not None else size
+    if total is not None and size is not None:
+        total = min(total, size)
+    if total is not None and args.bits > 8 * total:
+        print(f"prngd add: --bits {args.bits} is more than 8 bits a byte of the {total} bytes sent "
+              f"(at most {8 * total})", file=sys.stderr)
         return 2
-    from prngd import client
-
-    with client.EGDClient(args.socket, args.timeout) as c:
-        bits = c.write_entropy(data, args.bits)
-        # 0x03 has no reply: a round trip afterwards shows the server took the writes.
-        c.pid()
-    print(f"sent {len(data)} bytes claiming {bits} bits to {c.address}; {_credit_note(c.address, bits)}")
+    if args.nbytes is None and args.file != "-" and stat.S_ISCHR(st.st_mode):
+        print(f"prngd add: {args.file} is a device: sending until Ctrl-C (--bytes N stops after N bytes)",
+              file=sys.stderr)
+    sent = client.Sent()
+    try:
+        with client.EGDClient(args.socket, args.timeout) as c:
+            c.write_stream(client.read_pieces(fd, args.nbytes), args.bits, total, sent)
+            # 0x03 has no reply: a round trip afterwards shows the server took the writes.
+            c.pid()
+    except KeyboardInterrupt:
+        print(f"prngd add: interrupted: sent {sent.bytes} bytes claiming {sent.bits} bits", file=sys.stderr)
+        return 130
+    except OSError as e:  # reading the input: socket errors arrive as EGDErrors
+        print(f"prngd add: cannot read {args.file} after {sent.bytes} bytes: {e.strerror or e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.file != "-":
+            os.close(fd)
+    note = _credit_note(c.address, sent.bits)
+    if sent.bits < args.bits:
+        note += f"; only {sent.bytes} bytes came, so {sent.bits} of the {args.bits} bits asked for were claimed"
+    print(f"sent {sent.bytes} bytes claiming {sent.bits} bits to {c.address}; {note}")
     return 0
 
 
@@ -518,8 +608,6 @@ def _credit_note(address: egd.Address, bits: int) -> str:
 
 
 def _cmd_ping(args) -> int:
-    from prngd import client
-
     start = time.perf_counter()
     with client.EGDClient(args.socket, args.timeout) as c:
         pid = c.pid()
@@ -528,41 +616,67 @@ def _cmd_ping(args) -> int:
     return 0
 
 
-def _cmd_status(args) -> int:
-    from prngd import admin, client
+def _ask_admin(args, doing: str, ask: Callable[[str, float], object]) -> tuple[object, int | None]:
+    """(`ask(path, timeout)`'s answer, None) from the admin socket `prngd status|reseed` talks to, or
+    (None, exit status) after one line saying why not."""
+    from prngd import admin
 
+    tool, what = f"prngd {args.command}", {"status": "the status comes", "reseed": "a reseed is asked"}[args.command]
     try:
         address = egd.parse_address(args.socket)
     except ValueError as e:
-        print(f"prngd status: {e}", file=sys.stderr)
-        return 2
+        print(f"{tool}: {e}", file=sys.stderr)
+        return None, 2
     path = args.admin or config.admin_socket_for(args.socket)
     if not args.admin and not os.path.exists(path):
-        # Status is served on the admin socket only; say which one is missing and why.
+        # Served on the admin socket only; say which one is missing and why.
         if not address.is_unix:
-            print(f"prngd status: the status comes from the daemon's admin socket (a Unix socket), not from "
+            print(f"{tool}: {what} from the daemon's admin socket (a Unix socket), not from "
                   f"{args.socket}; give --admin PATH or the daemon's Unix EGD socket", file=sys.stderr)
-            return 1
+            return None, 1
         if os.path.exists(address.path):
-            print(f"prngd status: {address.path} exists but its admin socket {path} does not: the daemon runs "
-                  "with admin_socket = none or elsewhere; status needs it (--admin PATH)", file=sys.stderr)
-            return 1
+            print(f"{tool}: {address.path} exists but its admin socket {path} does not: the daemon runs "
+                  f"with admin_socket = none or elsewhere; {args.command} needs it (--admin PATH)", file=sys.stderr)
+            return None, 1
     try:
-        status = admin.get_status(path, args.timeout)
+        return ask(path, args.timeout), None
     except (OSError, admin.AdminError) as e:
-        err = client.error_for(e, egd.Address(path=path), "asking for the status")
-        print(f"prngd status: {err}", file=sys.stderr)
-        return 1
+        print(f"{tool}: {client.error_for(e, egd.Address(path=path), doing)}", file=sys.stderr)
+        return None, 1
+
+
+def _cmd_reseed(args) -> int:
+    from prngd import admin
+
+    said, failed = _ask_admin(args, "asking for a reseed", admin.reseed)
+    if failed is not None:
+        return failed
+    print(f"prngd reseed: {said}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from prngd import admin
+
+    def ask(path: str, timeout: float) -> tuple[dict, dict | None]:
+        status = admin.get_status(path, timeout)
+        if args.json:
+            return status, None
+        try:
+            return status, admin.get_history(path, timeout)
+        except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
+            print(f"prngd status: no history: {e}", file=sys.stderr)
+            return status, None
+
+    answer, failed = _ask_admin(args, "asking for the status", ask)
+    if failed is not None:
+        return failed
+    status, history = answer
     if args.json:
         sys.stdout.write(admin.render_status_json(status).decode("utf-8"))
         return 0
     from prngd import summary
 
-    try:
-        history = admin.get_history(path, args.timeout)
-    except (OSError, admin.AdminError) as e:  # e.g. an older daemon without /history: the status still helps
-        history = None
-        print(f"prngd status: no history: {e}", file=sys.stderr)
     sys.stdout.write(summary.render(status, history, sparklines=_can_draw(sys.stdout)))
     return 0
 
@@ -586,5 +700,24 @@ def _cmd_feed_kernel(args) -> int:
     return feedkernel.run_cli(args)
 
 
-_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping,
-             "feed-kernel": _cmd_feed_kernel}
+def _cmd_doctor(args) -> int:
+    import json
+
+    from prngd import doctor
+
+    try:
+        settings = config.load(os.path.abspath(args.config) if args.config else None)
+    except config.ConfigError as e:
+        print(f"prngd doctor: {e}", file=sys.stderr)
+        return 2
+    seed = os.path.abspath(args.seedfile) if args.seedfile else settings.resolved_seedfile()
+    ctx = doctor.Context(sockets=[*args.sockets, *settings.resolved_sockets()], seedfile=seed, timeout=args.timeout)
+    if args.postfix_config:
+        ctx.postfix_dir = args.postfix_config
+    report = doctor.run(ctx)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else doctor.render(report))
+    return 0
+
+
+_COMMANDS = {"get": _cmd_get, "add": _cmd_add, "status": _cmd_status, "ping": _cmd_ping, "reseed": _cmd_reseed,
+             "feed-kernel": _cmd_feed_kernel, "doctor": _cmd_doctor}

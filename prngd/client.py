@@ -22,8 +22,11 @@ OS message.  A reply that fails these checks is never returned as randomness.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+import struct
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator, Iterable, Iterator
 
 from prngd import egd
@@ -70,6 +73,15 @@ def not_egd(address, what: str, sample: bytes = b"") -> NotEGD:
         return NotEGD(f"{address}: the server answered with HTTP ({line!r}), not EGD: is this an admin socket? "
                       "Give the EGD socket")
     return NotEGD(f"{address}: not an EGD server: {what}")
+
+
+def _family(a: egd.Address) -> int:
+    if a.is_unix:
+        return socket.AF_UNIX
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise EGDError(f"{a}: this Python has no AF_VSOCK")
+    return family
 
 
 def _address(address: str | egd.Address) -> egd.Address:
@@ -135,18 +147,67 @@ def _op_read(kind, n: int) -> Op:
     return bytes(out)
 
 
+def _write_requests(pieces: Iterable[bytes], bits: int, total: int | None) -> Iterator[egd.WriteEntropy]:
+    """0x03 requests for `pieces` (each 1..255 bytes) claiming `bits` in all, never over 8 bits a byte.
+
+    With the `total` length known the claim is spread in proportion (cumulative,
+    so the chunks' claims add up to exactly `bits` when `total` bytes come);
+    for a stream of unknown length it goes with the first bytes, as fast as
+    8 bits a byte allows, so it is all claimed if the stream is long enough.
+    """
+    start, left = 0, bits
+    for piece in pieces:
+        end = start + len(piece)
+        if total:
+            claim = min(bits, bits * end // total) - min(bits, bits * start // total)
+        else:
+            claim = left
+        claim = min(claim, left, 8 * len(piece))
+        left -= claim
+        start = end
+        yield egd.WriteEntropy(claim, piece)
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    return (data[i:i + 255] for i in range(0, len(data), 255))
+
+
+def read_pieces(fd: int, limit: int | None = None) -> Iterator[bytes]:
+    """A file descriptor's bytes in 0x03-sized pieces (255), read as they come, up to `limit` bytes.
+
+    At most one batch (PIPELINE pieces) is held at a time, so a device or an
+    endless pipe streams in bounded memory; a slow pipe's bytes go out as they arrive.
+    """
+    left = limit
+    while left is None or left > 0:
+        block = os.read(fd, PIPELINE * 255 if left is None else min(PIPELINE * 255, left))
+        if not block:
+            return
+        if left is not None:
+            left -= len(block)
+        yield from _pieces(block)
+
+
+@dataclass
+class Sent:
+    """What a streamed write has handed to the server so far (whole batches only)."""
+    bytes: int = 0
+    bits: int = 0
+
+
+def _op_write_stream(pieces: Iterable[bytes], bits: int, total: int | None, sent: Sent) -> Op:
+    for batch in _batches(_write_requests(pieces, max(int(bits), 0), total)):
+        yield batch
+        sent.bytes += sum(len(r.data) for r in batch)
+        sent.bits += sum(r.bits for r in batch)
+    return sent
+
+
 def _op_write(data: bytes, bits: int) -> Op:
     """255-byte chunks; the claim is spread over them in proportion and never exceeds 8 bits a byte."""
     data = bytes(data)
     bits = min(max(int(bits), 0), 8 * len(data))
-    requests = []
-    for start in range(0, len(data), 255):
-        end = min(start + 255, len(data))
-        # Cumulative split: the chunks' claims add up to exactly `bits`.
-        claim = bits * end // len(data) - bits * start // len(data)
-        requests.append(egd.WriteEntropy(claim, data[start:end]))
-    for batch in _batches(requests):
-        yield batch
+    yield from _op_write_stream(_pieces(data), bits, len(data), Sent())
     return bits
 
 
@@ -175,11 +236,11 @@ class EGDClient:
     def _connect(self) -> socket.socket:
         a = self.address
         try:
-            if a.is_unix:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if a.is_unix or a.is_vsock:
+                s = socket.socket(_family(a), socket.SOCK_STREAM)
                 try:
                     s.settimeout(self.timeout)
-                    s.connect(a.path)
+                    s.connect(a.path if a.is_unix else (a.cid, a.port))
                 except BaseException:
                     s.close()
                     raise
@@ -277,9 +338,28 @@ class EGDClient:
         """Give `data` to the server claiming `bits` of entropy (0x03); returns the bits claimed after clamping."""
         return self._run(_op_write(data, bits))
 
+    def write_stream(self, pieces: Iterable[bytes], bits: int = 0, total: int | None = None,
+                     sent: Sent | None = None) -> Sent:
+        """Stream `pieces` (1..255 bytes each, e.g. `read_pieces(fd)`) to the server with 0x03.
+
+        `bits` is the claim for the whole stream, spread over `total` bytes when
+        that is known (see `_write_requests`).  Memory stays bounded whatever the
+        stream's length; `sent` (updated batch by batch) says how far it got if
+        the stream is interrupted.
+        """
+        return self._run(_op_write_stream(pieces, bits, total, sent if sent is not None else Sent()))
+
     def pid(self) -> int:
         """The server's process id (0x04)."""
         return self._run(_op_pid())
+
+    def peer_uid(self) -> int | None:
+        """The uid the server listened as (SO_PEERCRED of a Unix socket, from the kernel, not from the
+        server's word); None on TCP, whose server cannot be identified this way."""
+        if not self.address.is_unix:
+            return None
+        _, uid, _ = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return uid
 
 
 # ---------------------------------------------------------------- trio client
@@ -380,8 +460,8 @@ async def _trio_connect(a: egd.Address) -> trio.socket.SocketType:
     """A connected trio socket; for TCP, each resolved address in turn, raising the last error."""
     import trio
 
-    if a.is_unix:
-        targets = [(socket.AF_UNIX, a.path)]
+    if a.is_unix or a.is_vsock:
+        targets = [(_family(a), a.path if a.is_unix else (a.cid, a.port))]
     else:
         infos = await trio.socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)
         targets = [(family, sockaddr) for family, _, _, _, sockaddr in infos]

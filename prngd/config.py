@@ -7,7 +7,9 @@ command file unchanged (`"cmd args" /full/path rate` a line), so an existing
 
 from __future__ import annotations
 
+import ast
 import configparser
+import contextlib
 import dataclasses
 import math
 import os
@@ -40,6 +42,17 @@ class FileSource:
     name: str = ""
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """Another EGD server this one draws from: `nbytes` every `interval` seconds, credited
+    `credit_bits_per_byte` (0: mixed in, never credited)."""
+
+    socket: str
+    interval: float = 60.0
+    nbytes: int = 32
+    credit_bits_per_byte: float = 0.0
+
+
 def _fallback_runtime_dir() -> Path | None:
     """/tmp/prngd-UID when $XDG_RUNTIME_DIR is unset (cron, su, a service), else None.
 
@@ -65,10 +78,20 @@ def default_socket() -> str:
     return str(_runtime_dir() / "egd-pool")
 
 
+SYSTEM_SEEDFILE = "/var/lib/prngd/seed"
+
+
 def default_seedfile() -> str:
     if os.geteuid() == 0:
-        return "/var/lib/prngd/seed"
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return SYSTEM_SEEDFILE
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state:
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except (RuntimeError, KeyError):
+            # No $HOME and no passwd entry (a container's arbitrary uid): the system's
+            # place, where such a container mounts its state (examples/kubernetes/).
+            return SYSTEM_SEEDFILE
     return str(Path(state) / "prngd" / "seed")
 
 
@@ -147,6 +170,7 @@ class Settings:
     pool_bits: int = 4096
     reseed_bits: int = 256
     reseed_interval: float = 60.0
+    vmclock_device: str | None = None  # None: /dev/vmclock0 where it exists; "" (none): not watched
     # [seed]
     seedfile: str | None = None  # None: default_seedfile(); "" disables (-n)
     seed_save_interval: float = 600.0
@@ -172,6 +196,8 @@ class Settings:
     low_water_bits: int = 256
     commands: list[Command] = field(default_factory=list)
     files: list[FileSource] = field(default_factory=list)
+    # [upstream]
+    upstream: Upstream | None = None
 
     def resolved_sockets(self) -> list[str]:
         return list(self.sockets) or [default_socket()]
@@ -213,6 +239,19 @@ def _conv_list(v: str) -> list[str]:
     return [p for p in re.split(r"[\s,]+", v.strip()) if p]
 
 
+def _conv_sockets(v: str) -> list[str]:
+    """Like a list, but a socket option (`pr`) belongs to the socket before it: `/run/a,pr, /run/b`."""
+    from prngd.egd import SOCKET_OPTIONS
+
+    out: list[str] = []
+    for item in _conv_list(v):
+        if item in SOCKET_OPTIONS and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def _conv_uids(v: str) -> list[int]:
     import pwd
 
@@ -247,17 +286,18 @@ _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid",
               "request_timeout", "idle_timeout", "trusted_uids", "trust_tcp", "pidfile", "admin_socket",
               "admin_mode", "log_level", "log_file", "history_interval", "user"],
-    "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval"],
+    "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval",
+             "vmclock_device"],
     "seed": ["seedfile", "seed_save_interval"],
     "exchange": ["exchange_file", "exchange_interval"],
     "sources": ["kernel", "kernel_bytes", "kernel_interval", "system", "system_interval", "jitter",
                 "jitter_interval", "jitter_alpha_exp", "external_commands", "command_interval", "command_timeout",
                 "command_max_output", "file_interval", "low_water_bits"],
 }
-_SPECIAL = {"sockets": _conv_list, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
+_SPECIAL = {"sockets": _conv_sockets, "trusted_uids": _conv_uids, "socket_mode": _conv_mode,
             "admin_mode": _conv_mode, "pidfile": _conv_opt_str, "admin_socket": _conv_opt_str,
             "seedfile": _conv_opt_str, "exchange_file": _conv_opt_str, "user": _conv_opt_str,
-            "log_file": _conv_opt_str}
+            "log_file": _conv_opt_str, "vmclock_device": _conv_opt_str}
 
 
 def _field_converter(name: str):
@@ -373,16 +413,93 @@ def _parse_files(section, where: str) -> list[FileSource]:
     return out
 
 
+_UPSTREAM_KEYS = {"socket", "interval", "bytes", "credit_bits_per_byte"}
+
+
+def _parse_upstream(section, where: str) -> Upstream:
+    from prngd.egd import parse_address
+
+    def fail(key: str, problem: str):
+        return ConfigError(f"{where}: [upstream] {key} = {section[key].strip()}: {problem}")
+
+    for key in section:
+        if key not in _UPSTREAM_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r} in [upstream] (known: {', '.join(sorted(_UPSTREAM_KEYS))})")
+    spec = section.get("socket", "").strip()
+    if not spec:
+        raise ConfigError(f"{where}: [upstream] needs socket = PATH, tcp/HOST:PORT or vsock:CID:PORT")
+    try:
+        address = parse_address(spec)
+    except ValueError as e:
+        raise fail("socket", str(e)) from None
+    if address.options:
+        raise fail("socket", "socket options apply to listening sockets, not to an upstream")
+    values = {}
+    for key, conv, (check, wanted) in (("interval", float, _SECONDS), ("bytes", _conv_int, _number(1, 4096, integer=True)),
+                                       ("credit_bits_per_byte", float, _RATE)):
+        if key in section:
+            try:
+                value = conv(section[key].strip())
+            except ValueError:
+                raise fail(key, f"must be {wanted}") from None
+            if not check(value):
+                raise fail(key, f"must be {wanted}")
+            values["nbytes" if key == "bytes" else key] = value
+    return Upstream(spec, **values)
+
+
+_COMMENT = ("#", ";")
+
+
+def _refuse_continuations(text: str, where: str) -> None:
+    """An indented line after `key = value` is refused: configparser would glue it to the value.
+
+    `sockets = /a` followed by an indented `max_connections = 5` would
+    otherwise be served as the sockets /a, max_connections, = and 5.
+    """
+    key = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(_COMMENT):
+            continue
+        if line[0].isspace() and key is not None:
+            raise ConfigError(f"{where}:{lineno}: indented line {stripped!r} would continue {key} of the line "
+                              "above; prngd's values never span lines: put each setting on a line of its own, "
+                              "starting at the left margin")
+        key = None if stripped.startswith("[") else stripped.split("=", 1)[0].strip()
+
+
+def _reworded(e: configparser.Error, where: str) -> str:
+    """configparser's message in prngd's style: one line, file:line, what is wrong and what to do."""
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        if e.line.strip().startswith("["):
+            return f"{where}:{e.lineno}: {e.line.strip()!r} is not a section header: write it as [name]"
+        return (f"{where}:{e.lineno}: {e.line.strip()!r} comes before any [section]: prngd's settings go under "
+                "[prngd], [pool], [sources]... (see prngd.conf(5) or prngd --example-config)")
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"{where}:{e.lineno}: [{e.section}] appears twice: keep one [{e.section}] and move its keys there"
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"{where}:{e.lineno}: [{e.section}] {e.option} is set twice: keep one of the two lines"
+    if isinstance(e, configparser.ParsingError) and e.errors:
+        lineno, line = e.errors[0]
+        with contextlib.suppress(ValueError, SyntaxError):
+            line = ast.literal_eval(line)  # configparser keeps the line as its repr()
+        return (f"{where}:{lineno}: {line.strip()!r} is not 'key = value': write it so, or start it with # to make "
+                "it a comment")
+    # Anything else configparser may say (its messages span lines; ours is one).
+    return f"{where}: cannot parse: " + "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+
+
 def parse_ini(text: str, where: str = "<config>") -> dict:
     """Parse prngd's INI format into a dict of Settings field values, each checked against its rule."""
     cp = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"),
                                    inline_comment_prefixes=None)
     cp.optionxform = str  # keep command names as written
+    _refuse_continuations(text, where)
     try:
         cp.read_string(text, source=where)
     except configparser.Error as e:
-        # configparser's messages span lines; ours is one.
-        raise ConfigError(f"{where}: " + "; ".join(line.strip() for line in str(e).splitlines() if line.strip())) from None
+        raise ConfigError(_reworded(e, where)) from None
     values: dict = {}
     for sect in cp.sections():
         if sect == "commands":
@@ -391,8 +508,12 @@ def parse_ini(text: str, where: str = "<config>") -> dict:
         if sect == "files":
             values["files"] = _parse_files(cp[sect], where)
             continue
+        if sect == "upstream":
+            if len(cp[sect]):  # an empty section (the example's) is no upstream
+                values["upstream"] = _parse_upstream(cp[sect], where)
+            continue
         if sect not in _SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{sect}] (known: {', '.join(_SECTIONS)}, commands, files)")
+            raise ConfigError(f"{where}: unknown section [{sect}] (known: {', '.join(_SECTIONS)}, commands, files, upstream)")
         for key, raw in cp[sect].items():
             if key not in _SECTIONS[sect]:
                 raise ConfigError(f"{where}: unknown key {key!r} in [{sect}]")
@@ -513,8 +634,20 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
         except ValueError:
             sockets.append(spec)  # reported when the listeners open
             continue
-        sockets.append(absolute(address.path) if address.is_unix else spec)
+        sockets.append(dataclasses.replace(address, path=absolute(address.path)).spec if address.is_unix else spec)
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
-                     log_file=absolute(s.log_file),
-                     files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files])
+                     log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),
+                     files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files],
+                     upstream=_resolve_upstream(s.upstream, absolute))
+
+
+def _resolve_upstream(upstream: Upstream | None, absolute) -> Upstream | None:
+    from prngd.egd import parse_address
+
+    if upstream is None:
+        return None
+    address = parse_address(upstream.socket)
+    if not address.is_unix:
+        return upstream
+    return dataclasses.replace(upstream, socket=absolute(address.path))

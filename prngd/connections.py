@@ -134,9 +134,9 @@ class Connection:
     """One client: what it sent, what it is owed, and when it must be done."""
 
     __slots__ = ("driver", "sock", "fd", "peer", "is_unix", "decoder", "out", "out_size", "held", "closing",
-                 "backlog", "mask", "deadline", "queued_at", "in_request", "closed")
+                 "backlog", "mask", "deadline", "queued_at", "in_request", "closed", "pr")
 
-    def __init__(self, driver: Driver, sock: socket.socket | None, peer, is_unix: bool) -> None:
+    def __init__(self, driver: Driver, sock: socket.socket | None, peer, is_unix: bool, pr: bool = False) -> None:
         self.driver = driver
         self.sock = sock
         self.fd = sock.fileno() if sock is not None else -1
@@ -153,6 +153,7 @@ class Connection:
         self.queued_at = INF  # the time of its entry in the driver's heap
         self.in_request = False  # a request is half-received and its deadline runs
         self.closed = False
+        self.pr = pr  # its listener's `,pr`: a reseed from the kernel before every read
 
     # ------------------------------------------------------------ input
 
@@ -199,10 +200,14 @@ class Connection:
                         self.held = req  # parked: only this connection waits
                         driver.park(self)
                         break
+                    if self.pr:
+                        pool.refresh()
                     reply = pool.read(n)
                 elif cmd == 1:  # non-blocking read: the full count once seeded
                     if seeded:
                         n = req.n
+                        if self.pr:
+                            pool.refresh()
                         reply = encode_nonblocking(pool.read(n))
                     else:
                         # Only when even the kernel was not ready at start.
@@ -500,6 +505,8 @@ class Driver:
                 conn.set_deadline(now)
                 if conn.deadline < conn.queued_at:
                     self.schedule(conn)
+            if conn.pr:
+                self.pool.refresh()
             return self.pool.read(n) if cmd == 2 else encode_nonblocking(self.pool.read(n))
         conn.receive(data, now)
         if conn.backlog:
@@ -646,15 +653,16 @@ class Driver:
                 self._ep.unregister(sock.fileno())
                 self.paused[sock.fileno()] = now + ACCEPT_PAUSE
                 return
-            if not self._admit(csock, addr, lst.is_unix, now):
+            if not self._admit(csock, addr, lst.is_unix, now, lst.pr):
                 # A refusal ends the burst: the closes that may free a slot
                 # (already in the epoll set) are handled before the next accept.
                 return
 
-    def _admit(self, csock: socket.socket, addr, is_unix: bool, now: float) -> bool:
+    def _admit(self, csock: socket.socket, addr, is_unix: bool, now: float, pr: bool = False) -> bool:
         """Serve a new connection, or refuse it (False) when it is over a limit."""
         counters = self.counters
-        peer = peer_uid(csock) if is_unix else addr[0]
+        # A vsock peer is its context id, kept apart from uids (fair share, root's exemption).
+        peer = peer_uid(csock) if is_unix else addr[0] if isinstance(addr[0], str) else f"vsock cid {addr[0]}"
         held = self.held_by.get(peer, 0)
         if counters.current >= self.settings.max_connections or (held >= self.share and peer != 0):
             # Before refusing, take the closes that came in since this turn's
@@ -675,7 +683,7 @@ class Driver:
             self.refusals.warning("refusing connection from %s: it holds %d of its %d (max_connections_per_uid)",
                                   describe_peer(peer), held, self.share)
             return False
-        conn = Connection(self, csock, peer, is_unix)
+        conn = Connection(self, csock, peer, is_unix, pr)
         self.held_by[peer] = held + 1
         counters.current += 1
         counters.total += 1

@@ -206,23 +206,67 @@ def reply_size(req: Request, first: int | None = None) -> int | None:
 
 # ---------------------------------------------------------------- addresses
 
+# Options a listening socket may carry after its address (`/run/egd-pool-pr,pr`).
+SOCKET_OPTIONS = {"pr": "prediction resistance: every 0x01 and 0x02 read is preceded by a reseed from the kernel"}
+# A vsock listener takes connections from any context id (VMADDR_CID_ANY).
+VSOCK_CID_ANY = 0xFFFFFFFF
+
+
 @dataclass(frozen=True)
 class Address:
-    """Where an EGD server listens: a Unix socket path, or a TCP host and port."""
+    """Where an EGD server listens: a Unix socket path, a TCP host and port, or a vsock context id and port.
+
+    `options` are the listening socket's options (SOCKET_OPTIONS); a client ignores them.
+    """
 
     path: str | None = None
     host: str | None = None
     port: int | None = None
+    cid: int | None = None  # vsock
+    options: tuple[str, ...] = ()
 
     @property
     def is_unix(self) -> bool:
         return self.path is not None
 
+    @property
+    def is_vsock(self) -> bool:
+        return self.cid is not None
+
     def __str__(self) -> str:
         if self.path is not None:
             return self.path
+        if self.cid is not None:
+            return f"vsock:{self.port}" if self.cid == VSOCK_CID_ANY else f"vsock:{self.cid}:{self.port}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def spec(self) -> str:
+        """As it would be written: the address, then its options."""
+        return str(self) + "".join("," + o for o in self.options)
+
+
+def _split_options(s: str) -> tuple[str, tuple[str, ...]]:
+    """`ADDRESS,OPT,...` into the address and its options; a trailing `,word` that is not an
+    option stays part of a Unix path (commas are legal there) and is an error elsewhere."""
+    options: list[str] = []
+    while "," in s:
+        rest, _, word = s.rpartition(",")
+        if word.strip() not in SOCKET_OPTIONS:
+            break
+        options.insert(0, word.strip())
+        s = rest
+    return s, tuple(dict.fromkeys(options))
+
+
+def _port(text: str, spec: str) -> int:
+    if "," in text:
+        word = text.rpartition(",")[2]
+        raise ValueError(f"unknown socket option {word!r} in {spec!r} (known: {', '.join(SOCKET_OPTIONS)})")
+    if not text.isdigit() or not 0 < int(text) < 2**32:
+        raise ValueError(f"not a port number in {spec!r}: {text!r}")
+    return int(text)
 
 
 def parse_address(spec: str) -> Address:
@@ -230,22 +274,33 @@ def parse_address(spec: str) -> Address:
 
     `/path` (or any spelling without a colon) is a Unix socket; `tcp/HOST:PORT`
     (PRNGD), `HOST:PORT`, `[V6]:PORT` and `egd:/path` (Postfix's prefix) are
-    accepted too.
+    accepted too, and `vsock:CID:PORT` (`vsock:PORT`: any context id, to
+    listen on).  Options may follow: `/run/egd-pool-pr,pr`.
     """
-    s = spec.strip()
+    s, options = _split_options(spec.strip())
     if s.startswith("egd:"):
         s = s[4:]
     if s.startswith("unix:"):
         s = s[5:]
+    if s.startswith("vsock:"):
+        cid, sep, port = s[6:].rpartition(":")
+        if sep and not cid.isdigit():
+            raise ValueError(f"not vsock:CID:PORT or vsock:PORT: {spec!r}")
+        number = _port(port, spec)
+        if number > 0xFFFFFFFF or (sep and int(cid) > 0xFFFFFFFF):
+            raise ValueError(f"vsock context id and port are 32-bit numbers: {spec!r}")
+        return Address(cid=int(cid) if sep else VSOCK_CID_ANY, port=number, options=options)
     if s.startswith("tcp/"):
         s = s[4:]
     elif s.startswith("/") or s.startswith(".") or ":" not in s:
         if not s:
             raise ValueError("empty socket path")
-        return Address(path=s)
+        return Address(path=s, options=options)
     host, sep, port = s.rpartition(":")
+    if "," in port:
+        _port(port, spec)  # names the unknown option
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"not a socket path or HOST:PORT: {spec!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return Address(host=host or "localhost", port=int(port))
+    return Address(host=host or "localhost", port=int(port), options=options)

@@ -31,11 +31,10 @@ import errno
 import fcntl
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass
 
-from prngd import filekind
+from prngd import ownfile
 
 log = logging.getLogger("prngd.exchange")
 
@@ -93,10 +92,9 @@ class ExchangeState:
 
 def _refusal(st: os.stat_result) -> str | None:
     """Why a file with this stat is not an exchange file, or None if it is one."""
-    if not stat.S_ISREG(st.st_mode):
-        return f"is {filekind.describe(st.st_mode)}"
-    if st.st_nlink != 1:
-        return f"has {st.st_nlink} hard links"
+    why = ownfile.refusal(st, "an exchange file")
+    if why:
+        return why
     if st.st_size not in (0, EXCHANGE_SIZE):
         return f"holds {st.st_size} bytes, not the {EXCHANGE_SIZE} of an exchange file"
     return None
@@ -108,16 +106,16 @@ def identify(path: str) -> str | None:
     Otherwise one line saying what is there; the file is not touched.
     """
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+        st = ownfile.lstat(path)
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if st is None:
         parent = os.path.dirname(path) or "."
         if not os.path.isdir(parent):
             return f"{path}: directory {parent} does not exist"
         return None
-    except OSError as e:
-        return f"{path}: {e.strerror}"
     why = _refusal(st)
-    return f"{path} exists and {why}; not replacing it" if why else None
+    return ownfile.refused(path, why) if why else None
 
 
 def update(path: str, pool, state: ExchangeState | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
@@ -138,8 +136,7 @@ def _update(path: str, pool, lock_timeout: float) -> bool | str:
     """True, or the error that stopped the update (already logged)."""
     fd = -1
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                     FILE_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | ownfile.SAFE_OPEN, FILE_MODE)
         why = _refusal(os.fstat(fd))
         if why:
             raise OSError(errno.EINVAL, f"it {why}: not an exchange file, left alone", path)

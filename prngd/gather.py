@@ -51,6 +51,10 @@ class Source:
 
     kind = "source"
     sample_at_start = True  # gather samples it as soon as it starts
+    # A persistent source (another server, which may come back) is never given up
+    # on for failing: its first failure is logged, then retried, its recovery logged.
+    persistent = False
+    max_backoff = MAX_BACKOFF
 
     def __init__(self, name: str, interval: float, cap_bits: float, timeout: float = COLLECT_TIMEOUT):
         self.name = name
@@ -105,7 +109,7 @@ class Source:
 
 
 def _backoff(source: Source) -> float:
-    return min(source.interval * 2.0 ** source.consecutive_failures, max(source.interval, MAX_BACKOFF))
+    return min(source.interval * 2.0 ** source.consecutive_failures, max(source.interval, source.max_backoff))
 
 
 def _disable(source: Source, reason: str, healthy: bool = True) -> None:
@@ -122,7 +126,13 @@ def _failed(source: Source, error: str) -> None:
     source.failures += 1
     source.consecutive_failures += 1
     source.last_error = error
-    if source.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+    if source.persistent:
+        if source.consecutive_failures == 1:
+            log.warning("source %s failing: %s; retrying, at most every %g s", source.name, error,
+                        max(source.interval, source.max_backoff))
+        else:
+            log.debug("source %s failed again (%s)", source.name, error)
+    elif source.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
         _disable(source, f"{source.consecutive_failures} failures in a row, the last: {error}")
     else:
         log.debug("source %s failed (%s); next try in %.0f s", source.name, error, _backoff(source))
@@ -151,6 +161,8 @@ async def _collect_once(pool, source: Source, limiter: trio.CapacityLimiter) -> 
     pool.add(source.name, sample.data, bits)
     source.samples += 1
     source.credited_bits += bits
+    if source.persistent and source.consecutive_failures:
+        log.info("source %s recovered after %d failures", source.name, source.consecutive_failures)
     source.consecutive_failures = 0
     log.debug("%s: %d bytes, %.2f bits credited", source.name, len(sample.data), bits)
     return True

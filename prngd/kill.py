@@ -21,25 +21,46 @@ from prngd import client, egd
 from prngd.pidfile import cmdline, is_prngd_argv
 
 
-def kill_daemon(spec: str, pidfile: str | None = None, timeout: float = 30.0) -> int:
-    """PRNGD's -k, made safe: SIGTERM only a prngd that really serves SOCKET, then wait.
+def kill_daemons(specs: list[str], pidfile: str | None = None, timeout: float = 30.0) -> int:
+    """`prngd -k SOCKET...`: every socket is identified first, then each daemon found is stopped once.
+
+    A daemon serving several of the sockets is stopped once, not refused at
+    its second socket for being gone.  Exit status 0 when every socket named
+    a daemon that then stopped; 1 as soon as one could not be confirmed or stopped.
+    """
+    serving: dict[int, list[str]] = {}
+    worst = 0 if specs else 1
+    for spec in specs:
+        pid = _identify(spec, pidfile)
+        if pid is None:
+            worst = 1
+        else:
+            serving.setdefault(pid, []).append(spec)
+    for pid, its_specs in serving.items():
+        worst = max(worst, _stop(pid, ", ".join(its_specs), timeout))
+    return worst
+
+
+def _identify(spec: str, pidfile: str | None) -> int | None:
+    """The pid of the prngd that really serves SOCKET, or None with one line saying why not.
 
     The pid the server names (0x04) must be the process that listens on the
     socket: SO_PEERCRED of our connection on a Unix socket, the holder of the
     listening socket (found in /proc) on TCP.  It must match the pidfile when
-    one is given, and /proc/PID/cmdline must be a prngd's.  Any doubt refuses.
+    one is given (and /proc/PID/cmdline must be a prngd's: checked by `_stop`
+    through the pidfd).  Any doubt refuses.
     """
 
-    def refuse(why: str) -> int:
+    def refuse(why: str) -> None:
         print(f"prngd: not stopping anything on {spec}: {why}", file=sys.stderr)
-        return 1
+        return None
 
     try:
         address = egd.parse_address(spec)
         said, listener = _ask_pid(address)
     except (ValueError, client.EGDError) as e:
         print(f"prngd: no daemon answers on {spec}: {e}", file=sys.stderr)
-        return 1
+        return None
     if address.is_unix:
         if listener == 0:
             return refuse(f"its 0x04 answer names pid {said}, but the process listening there is in another "
@@ -50,25 +71,31 @@ def kill_daemon(spec: str, pidfile: str | None = None, timeout: float = 30.0) ->
     elif listener is None:
         return refuse(f"pid {said}, named by its 0x04 answer, does not hold the listening socket of port "
                       f"{address.port} in this network namespace (or may not be inspected)")
-    pid = said
     if pidfile:
         try:
             with open(pidfile) as f:
                 recorded = int(f.read().strip())
         except (OSError, ValueError) as e:
             return refuse(f"cannot read a pid from the pidfile {pidfile}: {getattr(e, 'strerror', None) or e}")
-        if recorded != pid:
-            return refuse(f"the pidfile {pidfile} names pid {recorded}, but the socket is served by pid {pid}")
+        if recorded != said:
+            return refuse(f"the pidfile {pidfile} names pid {recorded}, but the socket is served by pid {said}")
+    return said
+
+
+def _stop(pid: int, spec: str, timeout: float) -> int:
+    """SIGTERM `pid` through a pidfd if it is a prngd, and wait for it to exit; the exit status for -k."""
     try:
         # From here on the pid cannot be reused under us: we signal through the pidfd.
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return refuse(f"pid {pid} is gone")
+        print(f"prngd: not stopping anything on {spec}: pid {pid} is gone", file=sys.stderr)
+        return 1
     try:
         argv = cmdline(pid)
         if not is_prngd_argv(argv):
             shown = " ".join(argv)[:80] or "unknown"
-            return refuse(f"pid {pid} is not a prngd ({shown})")
+            print(f"prngd: not stopping anything on {spec}: pid {pid} is not a prngd ({shown})", file=sys.stderr)
+            return 1
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGTERM)
         except ProcessLookupError:

@@ -1,7 +1,7 @@
 """Listening sockets: bound (or taken from systemd) before anything else, closed at stop.
 
 A Unix socket replaces only a stale socket at its path, never a live one or
-anything that is not a socket, and never creates the directory it goes in;
+anything that is not a socket (ownfile.py), and never creates the directory it goes in;
 TCP listens on loopback unless told otherwise (EGD has no authentication).
 """
 
@@ -11,10 +11,9 @@ import errno
 import ipaddress
 import os
 import socket
-import stat
 from dataclasses import dataclass
 
-from prngd import egd
+from prngd import egd, ownfile
 from prngd.config import Settings
 
 
@@ -29,20 +28,9 @@ class Listener:
     sock: socket.socket
     path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
     is_unix: bool
+    pr: bool = False  # prediction resistance: a reseed from the kernel before every read (`SOCKET,pr`)
 
 
-
-
-def _unix_socket_in_use(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 # sun_path holds 108 bytes including the terminating NUL.
@@ -62,16 +50,9 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     if not os.path.isdir(parent):
         what = "is not a directory" if os.path.exists(parent) else "does not exist"
         raise StartupError(f"cannot bind {path}: directory {parent} {what}")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartupError(f"{path} exists and is not a socket; not replacing it")
-        if _unix_socket_in_use(path):
-            raise StartupError(f"{path}: another daemon is already serving on this socket")
-        os.unlink(path)  # stale: nobody answers on it
+    problem = ownfile.clear_socket_path(path)  # a stale socket goes; a live one, or no socket, stays
+    if problem:
+        raise StartupError(problem)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bind under a umask that gives no more than `mode`, so the socket is never
     # briefly wider open than asked; then set the exact mode.
@@ -131,6 +112,27 @@ def bind_tcp(address: egd.Address, allow_remote: bool) -> list[socket.socket]:
     return socks
 
 
+def bind_vsock(address: egd.Address) -> socket.socket:
+    """Listen on AF_VSOCK (`vsock:PORT`), so a host's prngd serves its VM guests."""
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise StartupError(f"{address}: this Python has no AF_VSOCK")
+    try:
+        s = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise StartupError(f"{address}: AF_VSOCK is not available here ({e.strerror}; "
+                           "on a host, load vhost_vsock)") from None
+    try:
+        s.bind((address.cid, address.port))
+        s.listen(socket.SOMAXCONN)
+    except OSError as e:
+        s.close()
+        msg = "another daemon is already serving on this port" if e.errno == errno.EADDRINUSE else e.strerror
+        raise StartupError(f"{address}: {msg}") from None
+    s.setblocking(False)
+    return s
+
+
 def open_listeners(settings: Settings, inherited: list[socket.socket] | None = None) -> list[Listener]:
     if inherited:
         out = []
@@ -151,26 +153,31 @@ def open_listeners(settings: Settings, inherited: list[socket.socket] | None = N
                 address = egd.parse_address(spec)
             except ValueError as e:
                 raise StartupError(str(e)) from None
-            key = os.path.normpath(address.path) if address.is_unix else (address.host, address.port)
+            key = (os.path.normpath(address.path) if address.is_unix else
+                   ("vsock", address.port) if address.is_vsock else (address.host, address.port))
             if key in seen:
                 also = f" (also as {seen[key]})" if seen[key] != spec else ""
                 raise StartupError(f"socket {spec} is given twice{also}; name each socket once")
             seen[key] = spec
+            pr = "pr" in address.options
             if address.is_unix:
                 sock = bind_unix(address.path, settings.socket_mode)
-                out.append(Listener(spec, sock, address.path, True))
+                out.append(Listener(spec, sock, address.path, True, pr))
+            elif address.is_vsock:
+                out.append(Listener(spec, bind_vsock(address), None, False, pr))
             else:
                 try:
                     socks = bind_tcp(address, settings.allow_remote)
                 except StartupError:
                     # Another spelling of a port we bound a moment ago (localhost:708, 127.0.0.1:708).
-                    mine = [lst.spec for lst in out if not lst.is_unix and lst.sock.getsockname()[1] == address.port]
+                    mine = [lst.spec for lst in out if lst.sock.family in (socket.AF_INET, socket.AF_INET6)
+                            and lst.sock.getsockname()[1] == address.port]
                     if mine:
                         raise StartupError(f"socket {spec} is given twice (also as {mine[0]}); "
                                            "name each socket once") from None
                     raise
                 for sock in socks:
-                    out.append(Listener(spec, sock, None, False))
+                    out.append(Listener(spec, sock, None, False, pr))
     except BaseException:
         close_listeners(out)
         raise
@@ -181,7 +188,4 @@ def close_listeners(listeners: list[Listener]) -> None:
     for lst in listeners:
         lst.sock.close()
         if lst.path:
-            try:
-                os.unlink(lst.path)
-            except OSError:
-                pass
+            ownfile.remove_stale_socket(lst.path)  # ours, now closed; not one bound there since

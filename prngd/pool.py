@@ -51,7 +51,10 @@
 #              hmac-drbg: Generate(n, additional_input = R), once per buffer_size bytes.
 #   clocks:    a resume or a restore (below) reseeds at once, as a reseed
 #              does, from D || R || i64le(monotonic, boottime - monotonic,
-#              realtime - monotonic), with label "prngd pool resume".
+#              realtime - monotonic), with label "prngd pool resume";
+#              a requested one (reseed_from_kernel: `prngd reseed`) from
+#              D || R || i64le(monotonic, boottime, realtime), label
+#              "prngd pool reseed request".
 # Keyed BLAKE2b is a PRF under K (knowing D without K tells nothing of the
 # new K) and a strong hash of D (knowing K without D means guessing D), so
 # the new key is secret if either input is, and a reseed with enough fresh
@@ -132,6 +135,7 @@ _LABEL_FORK = b"prngd pool fork"
 _LABEL_COUNTER = b"prngd pool reseed counter"
 _LABEL_REFILL = b"prngd pool refill"
 _LABEL_RESUME = b"prngd pool resume"
+_LABEL_REQUEST = b"prngd pool reseed request"
 _DRBG_PERSONALIZATION = b"prngd pool hmac-drbg"
 _ACCUMULATOR_LABEL = b"prngd pool accumulator v1"
 
@@ -256,7 +260,7 @@ class ChaCha20Generator:
     """Fast-key-erasure ChaCha20 generator with a keystream buffer."""
 
     name = "chacha20"
-    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos", "_fresh")
+    __slots__ = ("_key", "_buf", "_view", "_zeros", "_size", "_pos", "_fresh", "_direct")
 
     def __init__(self, seed, buffer_size: int = 16384, fresh=None) -> None:
         if buffer_size < 2 * KEY_SIZE:
@@ -270,6 +274,7 @@ class ChaCha20Generator:
         # Source of zeros: the keystream input, and what served bytes are overwritten with.
         self._zeros = memoryview(bytes(buffer_size))
         self._pos = buffer_size  # empty: the first read refills
+        self._direct = False  # the next read is one fresh draw (refresh)
         self.reseed(seed, _LABEL_INIT)
 
     def reseed(self, entropy, label: bytes) -> None:
@@ -282,6 +287,11 @@ class ChaCha20Generator:
         pos = self._pos
         self._view[pos:] = self._zeros[pos:]
         self._pos = self._size
+
+    def refresh(self) -> None:
+        """The next read: fresh input mixed into K first, and nothing of the buffer (which is zeroed)."""
+        self._discard()
+        self._direct = True  # one draw of 32 + n bytes rather than a whole buffer for one read
 
     def _mix_fresh(self) -> None:
         if self._fresh is not None:
@@ -314,7 +324,8 @@ class ChaCha20Generator:
     def _read_slow(self, n: int) -> bytes:
         if n < 0:
             raise ValueError("n must be >= 0")
-        if n > self._size - KEY_SIZE:
+        if n > self._size - KEY_SIZE or self._direct:
+            self._direct = False
             return self._read_direct(n)
         self._refill()
         return self.read(n)
@@ -442,6 +453,9 @@ class _DrbgGenerator:
     def reseed(self, entropy, label: bytes) -> None:
         self._drbg.reseed(entropy, label)
 
+    def refresh(self) -> None:
+        self._left = 0  # the next request gets fresh additional input (with prediction_resistance, all do)
+
     def read(self, n: int) -> bytes:
         if n <= 0:
             if n < 0:
@@ -519,6 +533,10 @@ class Pool:
         "_clock_base",
         "_clock_events",
         "_clock_reseeds",
+        "_generation",
+        "_generation_name",
+        "_generation_seen",
+        "_refreshes",
         "__weakref__",
     )
 
@@ -561,6 +579,10 @@ class Pool:
         self._clock_base = self._clock_offsets()
         self._clock_events: list[str] = []
         self._clock_reseeds = 0
+        self._generation = None  # see watch_generation
+        self._generation_name = None
+        self._generation_seen = None
+        self._refreshes = 0
         self._cap = float(pool_bits)
         self._floor_bits = float(floor_bits)
         self._floor = 0.0  # floor_bits once seeded
@@ -656,7 +678,8 @@ class Pool:
         return mono, boot - mono, real - mono
 
     def _clocks_moved(self) -> str | None:
-        """Compare the clocks with the last check; on a resume or a restore, reseed now and say why."""
+        """Compare the clocks (and the VM generation, if watched) with the last check; on a resume
+        or a restore, reseed now and say why."""
         mono, boot, real = self._clocks()
         last_mono, last_boot_off, last_real_off = self._clock_base
         boot_off, real_off = boot - mono, real - mono
@@ -664,19 +687,50 @@ class Pool:
         allowance = CLOCK_JUMP_NS + (mono - last_mono) // _SLEW_DIVISOR
         suspended = boot_off - last_boot_off
         stepped = real_off - last_real_off
+        restored = self._generation_changed() if self._generation is not None else None
         if suspended < allowance and -allowance < stepped < allowance:
-            return None  # the usual case: one comparison per refill
-        if suspended >= allowance:
-            reason = (f"resumed after {suspended / 1e9:.1f} s suspended "
-                      f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)")
+            if restored is None:
+                return None  # the usual case: one comparison per refill
+            reasons = []
+        elif suspended >= allowance:
+            reasons = [f"resumed after {suspended / 1e9:.1f} s suspended "
+                       f"(CLOCK_BOOTTIME gained on CLOCK_MONOTONIC)"]
         else:
-            reason = (f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
-                      f"(a snapshot restore, or the time was set)")
-        self._reseed_fresh(_LABEL_RESUME, struct.pack("<qqq", *self._clock_base))
+            reasons = [f"the wall clock jumped {stepped / 1e9:+.1f} s against CLOCK_MONOTONIC "
+                       f"(a snapshot restore, or the time was set)"]
+        if restored is not None:
+            reasons.insert(0, restored)
+        reason = "; ".join(reasons)  # one restore, one reseed, one line, whatever saw it
+        context = struct.pack("<qqqQ", *self._clock_base, (self._generation_seen or 0) & 0xFFFFFFFFFFFFFFFF)
+        self._reseed_fresh(_LABEL_RESUME, context)
         self._clock_reseeds += 1
         del self._clock_events[:-7]  # a pool nobody asks keeps only the latest few
         self._clock_events.append(reason)
         return reason
+
+    def watch_generation(self, name: str, read) -> None:
+        """Also compare read() (a VM generation counter; None: no consistent value now) at every
+        clock check: a change reseeds, as a restore seen on the clocks does."""
+        self._generation = read
+        self._generation_name = name
+        self._generation_seen = read()
+
+    def _generation_changed(self) -> str | None:
+        now = self._generation()
+        seen = self._generation_seen
+        if now is None or now == seen:
+            return None
+        self._generation_seen = now
+        if seen is None:
+            return None  # the first consistent read: nothing to compare it with
+        return f"{self._generation_name}: VM generation counter changed {seen} -> {now} (restored from a snapshot)"
+
+    def detectors(self) -> list[str]:
+        """What the pool watches for a resume or a restore."""
+        found = ["boottime-gap", "realtime-jump"]
+        if self._generation is not None:
+            found.append(self._generation_name)
+        return found
 
     def _reseed_fresh(self, label: bytes, context: bytes) -> None:
         # The accumulator alone would not do: two copies hold the same one.
@@ -687,6 +741,18 @@ class Pool:
         self._last_reseed = now
         if self._seeded:
             self._next_reseed_at = now + self._interval
+
+    def refresh(self) -> None:
+        """Prediction resistance for the next read (a `,pr` socket): it comes from a key into which
+        32 fresh bytes of the kernel's (getrandom) have just been mixed, and the keystream buffered
+        before is discarded.  While the kernel's generator is not ready there is nothing fresh to mix."""
+        self._gen.refresh()
+        self._refreshes += 1
+
+    def reseed_from_kernel(self) -> None:
+        """Reseed now with fresh kernel randomness, as a detected restore does: for a restore
+        that only something outside can tell (`prngd reseed` from a snapshot tool)."""
+        self._reseed_fresh(_LABEL_REQUEST, struct.pack("<qqq", *self._clocks()))
 
     def check_clocks(self) -> list[str]:
         """Check the clocks now (reseeding on a resume or a restore); every such event
@@ -736,6 +802,8 @@ class Pool:
             "samples_by_source": dict(acc.samples_by_source),
             "last_reseed_age_s": max(0.0, self._clock() - self._last_reseed),
             "clock_reseeds": self._clock_reseeds,
+            "detectors": self.detectors(),
+            "pr_reseeds": self._refreshes,
         }
 
 

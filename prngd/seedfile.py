@@ -7,12 +7,16 @@ The rules, after seedrng (busybox) and systemd-random-seed:
   opened with O_NOFOLLOW, at most 4 KiB) and mixed into the pool together with
   the pid, the time and a fresh nonce, so two starts from copies of one seed
   diverge even with no other input.
-* Only what prngd can identify is ever replaced: nothing, an empty file, a
-  prngd seed file (any version) or a seed file of the original PRNGD (4096
-  bytes of its generator's output, no header).  Anything else (a text file, a
-  FIFO, a device, a directory, a file over 4 KiB, a symbolic link, a file we
-  cannot read) raises ForeignFile before anything is written, and the daemon
-  refuses to start: a mistyped -s must cost nothing.
+* Only what prngd can show it wrote is ever replaced (ownfile.py): nothing, an
+  empty file, a prngd seed file (any version), or a seed file of the original
+  PRNGD where PRNGD leaves one: 4096 bytes of generator output, no header,
+  named prngd-seed (PRNGD's compiled-in name) or of mode 0600 (what PRNGD
+  sets at every start), owned by root or prngd's user.  Anything else (a
+  4096-byte key of mode 0400 or 0644 or another user's, a text file, a FIFO,
+  a device, a directory, a file over 4 KiB, a symbolic link, a file with more
+  than one hard link, a file we cannot read) raises ForeignFile before
+  anything is written, and the daemon refuses to start: a mistyped -s must
+  cost nothing.  Each save checks the same again before renaming over the path.
 * At once it is replaced by fresh pool output.  Only when that replacement is
   on disk is the old seed credited: a seed is never credited twice, and a
   crash before the rename leaves an old seed that nothing has been served from.
@@ -28,10 +32,8 @@ The rules, after seedrng (busybox) and systemd-random-seed:
   line say why.  A seed from another machine (a clone, a copied image), from
   an older prngd or from PRNGD is thus mixed once and never credited; its
   replacement carries our fingerprint and is credited at the next start.
-* A symbolic link put in place of the seed while we run is never written
-  through: rename() replaces the link itself, never its target; we do that
-  only in a directory nobody else may write (owned by us or root, not
-  group/other writable), and log it.  Elsewhere each save fails, logged.
+* A symbolic link, or anything else prngd did not write, put in place of the
+  seed while we run is left alone: each save fails, logged, until it is gone.
 * A failing save (read-only directory, full disk, I/O error) is logged once
   and retried at the next interval; it never raises into the server.
 
@@ -70,7 +72,7 @@ from dataclasses import dataclass
 
 from Crypto.Hash import BLAKE2b
 
-from prngd import filekind
+from prngd import ownfile
 
 log = logging.getLogger("prngd.seedfile")
 
@@ -85,6 +87,8 @@ HEADER_SIZE = _HEAD.size + FINGERPRINT_SIZE + CHECKSUM_SIZE  # 76
 V1_HEADER_SIZE = _HEAD.size + CHECKSUM_SIZE  # 44
 MAX_FILE_SIZE = 4096  # we never read more than this of a seed file
 PRNGD_SEED_SIZE = 4096  # what the original PRNGD writes: its generator's output, nothing else
+PRNGD_SEED_NAME = "prngd-seed"  # PRNGD's compiled-in RANDSAVENAME, in whichever directory a build put it
+PRNGD_SEED_MODE = 0o600  # PRNGD chmods its seed file to this at every start
 MAX_PAYLOAD = MAX_FILE_SIZE - HEADER_SIZE
 SEED_BYTES = 512  # pool output per seed file (seedrng writes 32..512)
 MAX_CREDIT_BITS = 256  # whatever the seed's size
@@ -100,8 +104,13 @@ class ForeignFile(Exception):
     """Something prngd did not write is at the seed path; it was left as it was.
 
     Raised by load_and_replace before anything is written; the message is one
-    line for the user, naming the path and what is there.
+    line for the user, naming the path and what is there.  `what` is that
+    last part alone ("it is a FIFO, not a seed file").
     """
+
+    def __init__(self, message: str, what: str):
+        super().__init__(message)
+        self.what = what
 
 
 # Where the old seed came from, for the status (SeedState.origin).
@@ -215,8 +224,7 @@ class _Old:
     level: int = logging.WARNING
 
 
-def _trust_problem(st: os.stat_result) -> str | None:
-    euid = os.geteuid()
+def _trust_problem(st: os.stat_result, euid: int) -> str | None:
     if st.st_uid != euid:
         return f"it is owned by uid {st.st_uid}, not by prngd's euid {euid}"
     if st.st_mode & 0o077:
@@ -265,16 +273,28 @@ def _is_text(raw: bytes) -> bool:
     return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
 
 
-def _foreign(path: str, what: str) -> ForeignFile:
-    return ForeignFile(f"seed file {path}: {what}; left untouched, since prngd replaces only a seed file "
-                       f"it can identify (name another file with -s, or -n for none)")
+def _foreign(path: str, what: str, feedable: bool = False) -> ForeignFile:
+    """The refusal; for a regular file, how to give its bytes to the pool instead."""
+    fix = "name another seed file with -s, or -n for none"
+    if feedable:
+        fix = f"to mix its bytes into the pool, run prngd add {path} once prngd serves; {fix}"
+    return ForeignFile(f"seed file {path}: {what}; left untouched ({fix})", what)
 
 
-def _identify(path: str) -> tuple[bytes | None, os.stat_result | None]:
-    """The bytes at `path` (None if absent) and their stat; ForeignFile if prngd did not write them."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+def _where_prngd_leaves_its_seed(path: str, st: os.stat_result, user_uid: int | None) -> bool:
+    """PRNGD's compiled-in name, or the mode PRNGD sets; owned by whom PRNGD (or prngd) runs as."""
+    if not ownfile.ours_by_owner(st, user_uid):
+        return False
+    return os.path.basename(path) == PRNGD_SEED_NAME or stat.S_IMODE(st.st_mode) == PRNGD_SEED_MODE
+
+
+def _identify(path: str, user_uid: int | None = None) -> tuple[bytes | None, os.stat_result | None]:
+    """The bytes at `path` (None if absent) and their stat; ForeignFile if prngd did not write them.
+
+    `user_uid`: -u's uid, when called as root before the drop.
+    """
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, os.O_RDONLY | ownfile.SAFE_OPEN)
     except FileNotFoundError:
         return None, None
     except OSError as e:
@@ -287,33 +307,50 @@ def _identify(path: str) -> tuple[bytes | None, os.stat_result | None]:
         raise _foreign(path, f"cannot open it to see what it is: {e.strerror}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _foreign(path, f"it is {filekind.describe(st.st_mode)}, not a seed file")
+        why = ownfile.refusal(st, "a seed file")
+        if why:
+            # A hard link would keep the old seed under another name, to be credited again.
+            raise _foreign(path, f"it {why}", feedable=stat.S_ISREG(st.st_mode))
         if st.st_size > MAX_FILE_SIZE:
-            raise _foreign(path, f"it holds {st.st_size} bytes, more than any seed file ({MAX_FILE_SIZE} at most)")
+            raise _foreign(path, f"it holds {st.st_size} bytes, more than any seed file ({MAX_FILE_SIZE} at most)",
+                           feedable=True)
         raw = _read_bounded(fd, MAX_FILE_SIZE + 1)
     except OSError as e:
         raise _foreign(path, f"cannot read it to see what it is: {e.strerror}") from None
     finally:
         os.close(fd)
     if len(raw) > MAX_FILE_SIZE:  # grew while we looked
-        raise _foreign(path, f"it holds more than {MAX_FILE_SIZE} bytes, more than any seed file")
-    if raw and not raw.startswith(MAGIC[:len(raw)]) and not looks_like_prngd_seed(raw):
-        what = "a text file" if _is_text(raw) else "data"
-        raise _foreign(path, f"it is {what} of {len(raw)} bytes, neither a prngd seed file nor PRNGD's")
-    return raw, st
+        raise _foreign(path, f"it holds more than {MAX_FILE_SIZE} bytes, more than any seed file", feedable=True)
+    if not raw or raw.startswith(MAGIC[:len(raw)]):
+        return raw, st
+    if looks_like_prngd_seed(raw):
+        if _where_prngd_leaves_its_seed(path, st, user_uid):
+            return raw, st
+        raise _foreign(path, f"it is {len(raw)} bytes of random data (mode {stat.S_IMODE(st.st_mode):04o}, "
+                             f"owner uid {st.st_uid}), not where PRNGD leaves its seed (named {PRNGD_SEED_NAME}, "
+                             f"or mode {PRNGD_SEED_MODE:04o}; owned by root or prngd's user), so maybe a key",
+                       feedable=True)
+    what = "a text file" if _is_text(raw) else "data"
+    raise _foreign(path, f"it is {what} of {len(raw)} bytes, neither a prngd seed file nor PRNGD's", feedable=True)
 
 
-def _read_old(path: str, fingerprint: bytes | None) -> _Old:
-    """What is at `path`, how far to trust it, and why; ForeignFile for what prngd did not write."""
+def check(path: str, user_uid: int | None = None) -> None:
+    """ForeignFile unless prngd may replace what is at `path` (as root, before -u USER's uid is taken)."""
+    _identify(str(path), user_uid)
+
+
+def _read_old(path: str, fingerprint: bytes | None, euid: int | None = None) -> _Old:
+    """What is at `path`, how far to trust it (for a daemon running as `euid`, default ours), and why;
+    ForeignFile for what prngd did not write."""
     raw, st = _identify(path)
     if raw is None:
         return _Old(note="no seed file yet", level=logging.INFO)
     if not raw:
         return _Old(raw, note="the file was empty", level=logging.INFO)
     if len(raw) >= len(MAGIC) and not raw.startswith(MAGIC):  # what _identify let through: PRNGD's
-        return _Old(raw, note="a seed file of the original PRNGD: mixed once, not credited, "
-                              "replaced in prngd's format", origin=ORIGIN_PRNGD, level=logging.INFO)
+        # Whether it was replaced is said once the save is done (load_and_replace).
+        return _Old(raw, note="a seed file of the original PRNGD: mixed once, not credited",
+                    origin=ORIGIN_PRNGD, level=logging.INFO)
     try:
         seed = parse(raw)
     except SeedFormatError as e:
@@ -321,7 +358,7 @@ def _read_old(path: str, fingerprint: bytes | None) -> _Old:
     if seed.version == 1:
         return _Old(raw, note="written by an older prngd, without a machine fingerprint: mixed once, not credited",
                     origin=ORIGIN_OLD_PRNGD, level=logging.INFO)
-    problem = _trust_problem(st)
+    problem = _trust_problem(st, os.geteuid() if euid is None else euid)
     if seed.fingerprint is None:
         origin = ORIGIN_UNBOUND
         note = "written where nothing identified the machine, so it may be a copy"
@@ -342,6 +379,13 @@ def _read_old(path: str, fingerprint: bytes | None) -> _Old:
     return _Old(raw, seed.payload, min(MAX_CREDIT_BITS, 8 * len(seed.payload)), origin=origin, level=logging.INFO)
 
 
+def assess(path: str, fingerprint: bytes | None, euid: int) -> tuple[str | None, int, str | None]:
+    """What a start as `euid` would make of the seed at `path`, reading it only:
+    (who wrote it, bits it would credit, why not).  Raises ForeignFile where a start would refuse."""
+    old = _read_old(path, fingerprint, euid)
+    return old.origin, old.bits, old.note
+
+
 # ---------------------------------------------------------------- writing
 
 _TEMP = re.compile(r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
@@ -359,21 +403,16 @@ def _make_dir(directory: str) -> None:
         log.info("created seed directory %s (mode %04o)", directory, DIR_MODE)
 
 
-def _dir_is_private(directory: str) -> bool:
-    st = os.stat(directory)
-    return st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
+def _check_target(path: str) -> None:
+    """Before renaming over `path`: what is there now must still be what prngd may replace.
 
-
-def _check_target(path: str, directory: str) -> None:
-    """Refuse to rename over a symlink that someone else may have put there."""
+    A link, another name's file or anything prngd did not write, put there
+    while it ran, stays (OSError: the save fails, logged, and is retried).
+    """
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        if not _dir_is_private(directory):
-            raise OSError(errno.ELOOP, "it is a symbolic link in a directory others can write; left in place", path)
-        log.warning("seed file %s is a symbolic link; replacing the link (not its target) with a regular file", path)
+        _identify(path)
+    except ForeignFile as e:
+        raise OSError(errno.EEXIST, f"{e.what}; left in place", path) from None
 
 
 def _fsync_dir(directory: str) -> None:
@@ -401,7 +440,7 @@ def write_atomic(path: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _check_target(path, directory)
+        _check_target(path)
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -442,7 +481,7 @@ def _remove_stale_temps(path: str) -> None:
 
 def read_seed(path: str) -> Seed:
     """Parse the seed file at `path` (not following a symlink); raises OSError or SeedFormatError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | ownfile.SAFE_OPEN)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise SeedFormatError("not a regular file")
@@ -510,6 +549,10 @@ def load_and_replace(path: str, pool, machine=None) -> SeedState:
         state.credited_bits = old.bits
     elif old.bits:
         old.note, old.level = "it could not be replaced on disk, so it could be used again", logging.WARNING
+    elif old.origin == ORIGIN_PRNGD and replaced:
+        old.note += ", replaced in prngd's format"
+    elif old.origin == ORIGIN_PRNGD:
+        old.note, old.level = old.note + ", not yet replaced: the save failed, retried at the next one", logging.WARNING
     state.note = old.note
 
     if state.loaded and state.credited_bits:

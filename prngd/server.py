@@ -28,7 +28,8 @@ from typing import Callable
 
 import trio
 
-from prngd import __version__, config, egd, exchange, history, privileges, seedfile, selftest, startsignals, systemd
+from prngd import (__version__, config, egd, exchange, history, ownfile, privileges, seedfile, selftest, startsignals,
+                   systemd, vmclock)
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
 from prngd.identity import machine_identity
@@ -80,6 +81,9 @@ class Daemon:
         self.gather_scope: trio.CancelScope | None = None  # the gatherers' (prngd.tasks), cancelled at SIGHUP
         self._pidfile: str | None = None  # written by us, removed at stop
         self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
+        self.vmclock = None  # a vmclock.VmClock the pool watches, where the machine has one
+        # Bumped at each restore (or resume) reseed, detected or requested: feed-kernel follows it.
+        self.restore_generation = 0
 
     # ------------------------------------------------------------ start-up
 
@@ -142,6 +146,7 @@ class Daemon:
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
+                self._watch_vm_generation()  # the device may be root's only
                 if self.settings.resolved_seedfile():
                     # Before the drop: the DMI product UUID is readable by root only.
                     self._machine = machine_identity()
@@ -196,9 +201,12 @@ class Daemon:
             privileges.check_can_drop(user)
             seed = self.settings.resolved_seedfile()
             if seed:
-                privileges.give_seed_directory(seed, user)
+                # Before anything of it is given away: a key at -s must keep its owner.
+                seedfile.check(seed, user.uid)
+                s = self.settings
+                privileges.give_seed_directory(seed, user, own_files=(s.log_file, s.exchange_file, s.pidfile))
             privileges.drop(user)
-        except privileges.PrivilegeError as e:
+        except (privileges.PrivilegeError, seedfile.ForeignFile) as e:
             raise StartupError(str(e)) from None
         except OSError as e:
             raise StartupError(f"cannot switch to user {self.settings.user}: {e}") from None
@@ -243,6 +251,12 @@ class Daemon:
             log.warning("admin socket disabled (no status or metrics): %s%s", e, hint)
             return None
         self._admin_path = path
+        if self.settings.user:
+            # The daemon's user must reach its own status (README, Munin): bound as root, given to that user.
+            try:
+                privileges.give_socket(path, privileges.lookup(self.settings.user))
+            except (privileges.PrivilegeError, OSError) as e:
+                log.warning("admin socket %s stays root's: %s", path, e)
         return trio.socket.from_stdlib_socket(raw)
 
     async def _finish(self, admin_sock) -> None:
@@ -250,10 +264,7 @@ class Daemon:
         close_listeners(self.listeners)
         if admin_sock is not None:
             admin_sock.close()
-            try:
-                os.unlink(self._admin_path)
-            except OSError:
-                pass
+            ownfile.remove_stale_socket(self._admin_path)
         if self._pidfile:
             remove_pidfile(self._pidfile)
         if self.settings.user:
@@ -286,6 +297,38 @@ class Daemon:
         ok = await trio.to_thread.run_sync(seedfile.save, path, proxy, self.seed_state)
         proxy.apply(self.pool)
         return ok
+
+    def _watch_vm_generation(self) -> None:
+        device = self.settings.vmclock_device
+        self.vmclock = vmclock.open_vmclock(vmclock.DEFAULT_DEVICE if device is None else device)
+        if self.vmclock is not None:
+            self.pool.watch_generation("vmclock", self.vmclock.generation)
+
+    async def check_clocks(self) -> None:
+        """The pool's clocks and VM generation looked at (prngd.tasks.clock_watch): a restore reseeds."""
+        events = self.pool.check_clocks()
+        if events:
+            await self._restored(events)
+
+    async def _restored(self, reasons: list[str]) -> bool | None:
+        """After a restore reseed: one line a reason, the generation bumped, the seed file
+        rewritten (its save's success; None without a seed file)."""
+        for reason in reasons:
+            log.info("%s: pool reseeded with fresh kernel randomness", reason)
+        self.restore_generation += len(reasons)
+        if self.seed_state is None:
+            return None
+        # Copies of a restored VM also share the seed file on its disk:
+        # each replaces it now with output of its own reseeded pool.
+        return await self.save_seed()
+
+    async def reseed_now(self, uid: int) -> str:
+        """`prngd reseed` (the admin socket, asked by `uid`): what a detected restore does, now."""
+        self.pool.reseed_from_kernel()
+        saved = await self._restored([f"reseed asked by uid {uid} (prngd reseed)"])
+        seed = {None: "no seed file", True: "seed file rewritten", False: "seed file NOT rewritten (see the log)"}
+        return (f"pid {os.getpid()}: pool reseeded with fresh kernel randomness ({self.pool.stats()['reseeds']} "
+                f"reseeds, restore generation {self.restore_generation}); {seed[saved]}")
 
     async def _signals(self, sigs, scope: trio.CancelScope) -> None:
         async for sig in sigs:
@@ -334,8 +377,8 @@ class Daemon:
                 return
         if new.resolved_sockets() != old.resolved_sockets():
             log.warning("socket changes take effect only at restart")
-        if new.log_file != old.log_file or new.pidfile != old.pidfile:
-            log.warning("log_file and pidfile changes take effect only at restart")
+        if new.log_file != old.log_file or new.pidfile != old.pidfile or new.vmclock_device != old.vmclock_device:
+            log.warning("log_file, pidfile and vmclock_device changes take effect only at restart")
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
@@ -361,6 +404,8 @@ class Daemon:
             "low_entropy": self.pool.entropy_bits < self.settings.low_water_bits,
             "generator": self.pool.generator_name,
             "reseeds": pool_stats.get("reseeds", 0),
+            "detectors": pool_stats.get("detectors", []),
+            "restore_generation": self.restore_generation,
             "pool": pool_stats,
             "sources": [s.stats() for s in self.sources],
             "connections": {"current": c.current, "total": c.total, "rejected": c.rejected,

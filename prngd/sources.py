@@ -12,6 +12,7 @@ while over-crediting is the one mistake a PRNG daemon must not make.
     jitter   time deltas of a small CPU-bound loop      SP 800-90B MCV estimate / 16, at most 32 bits
     command  stdout of an external command (PRNGD)      its configured bits per byte, at most 16 bits
     file     a file or device, up to max_bytes          its configured bits per byte, at most 8 per byte
+    upstream another EGD server's 0x02 reply ([upstream])  its configured bits per byte (default 0), at most 8
 
 Health tests (prngd.health) guard the jitter source and any file claimed to
 carry at least 1 bit per byte (a hardware RNG device).  `build_sources()`
@@ -35,7 +36,8 @@ from typing import Callable, Sequence
 import psutil
 
 from prngd import privileges
-from prngd.gather import Sample, Source, SourceError
+from prngd.client import EGDClient, EGDError
+from prngd.gather import MAX_BACKOFF, Sample, Source, SourceError
 from prngd.health import HealthTestFailure, HealthTests, mcv_min_entropy
 from prngd.kernel import kernel_ready
 
@@ -476,7 +478,12 @@ class FileSource(Source):
             os.close(fd)
 
     def collect(self) -> Sample:
-        data = self._read()
+        try:
+            data = self._read()
+        except (PermissionError, FileNotFoundError) as e:
+            self._warn_denied(e)
+            raise
+        self._denied = None
         if not data:
             raise SourceError(f"{self.path}: nothing to read")
         if self.health is not None:
@@ -484,11 +491,71 @@ class FileSource(Source):
         bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
         return Sample(data, bits)
 
+    _denied: int | None = None  # the errno last warned about: one WARNING per cause, not one per retry
+
+    def _warn_denied(self, e: OSError) -> None:
+        """A file the daemon may not read (sandbox, permissions) is the operator's to fix: say so once."""
+        if e.errno == self._denied:
+            return
+        self._denied = e.errno
+        fix = f"give uid {os.geteuid()} (the daemon's user) read access to it and its directories"
+        if self.path.startswith("/dev/"):
+            fix = ("a device hidden by systemd's PrivateDevices=yes needs the drop-in prngd-hwrng.conf "
+                   f"(examples/systemd); else {fix}")
+        log.warning("source %s: cannot read %s: %s; %s. Retried with back-off, nothing credited meanwhile",
+                    self.name, self.path, e.strerror, fix)
+
     def stats(self) -> dict:
         extra = {"path": self.path, "rate": self.rate}
         if self.health is not None:
             extra["health"] = self.health.stats()
         return {**super().stats(), **extra}
+
+
+# ---- another EGD server
+
+class UpstreamSource(Source):
+    """`nbytes` from another EGD server (0x02) each sample: a VM guest's or a container's prngd
+    drawing on its host's, over a Unix socket, TCP or vsock.
+
+    Each fetch is bounded (UPSTREAM_TIMEOUT to connect and to be answered), so a
+    dead upstream costs a failed sample, never a blocked daemon; it is reported
+    once, retried with backoff and its recovery logged (`persistent`).  Credit:
+    `rate` bits per byte as configured (default 0: mixed in, credited nothing, as
+    the other server's output is a claim this one cannot check), nothing for a
+    repeated reply.  The bytes run through the health tests at H = max(rate, 1):
+    an upstream that turns constant is disabled.
+    """
+
+    kind = "upstream"
+    persistent = True
+    TIMEOUT = 5.0
+
+    def __init__(self, address: str, nbytes: int = 32, interval: float = 60.0, rate: float = 0.0,
+                 name: str = "", alpha_exp: int = 20):
+        self.address = address
+        self.nbytes = max(1, int(nbytes))
+        self.rate = max(0.0, min(float(rate), 8.0))
+        super().__init__(name or f"upstream:{address}", interval, self.rate * self.nbytes,
+                         timeout=2 * self.TIMEOUT + 1)  # connect, then one round of requests
+        self.max_backoff = min(4 * self.interval, MAX_BACKOFF)
+        self.health = HealthTests(max(self.rate, 1.0), alpha_exp)
+        self.bytes = 0
+
+    def collect(self) -> Sample:
+        try:
+            with EGDClient(self.address, timeout=self.TIMEOUT) as upstream:
+                data = upstream.read(self.nbytes)
+        except EGDError as e:
+            raise SourceError(str(e)) from None
+        self.health.feed(data)
+        self.bytes += len(data)
+        bits = min(self.cap_bits, self.rate * len(data)) if self._changed(data) else 0.0
+        return Sample(data, bits)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "address": self.address, "bytes": self.bytes, "bytes_per_sample": self.nbytes,
+                "credit_bits_per_byte": self.rate, "health": self.health.stats()}
 
 
 def _cannot_run(path: str) -> str | None:
@@ -502,11 +569,35 @@ def _cannot_run(path: str) -> str | None:
     return None
 
 
-def build_sources(settings) -> list[Source]:
+def _identity(source: Source) -> tuple:
+    """What makes a source the same one across a reload: its kind, name and what it reads or runs."""
+    return (type(source), source.name, getattr(source, "path", None), tuple(getattr(source, "argv", ())))
+
+
+def _carry_totals(previous: Sequence[Source], sources: Sequence[Source]) -> None:
+    """A source that survives a reload keeps its totals (status must not say "0 samples" after SIGHUP).
+
+    Its failure streak and disabled state start afresh: a reload is how an
+    operator says "try again".  The last sample's digest goes along too, so a
+    repeat after the reload is still not credited.
+    """
+    old = {_identity(s): s for s in previous}
+    for s in sources:
+        before = old.get(_identity(s))
+        if before is None:
+            continue
+        s.samples, s.credited_bits, s.failures = before.samples, before.credited_bits, before.failures
+        s._last_digest = before._last_digest
+        if isinstance(s, KernelSource):
+            s.ready = before.ready
+
+
+def build_sources(settings, previous: Sequence[Source] = ()) -> list[Source]:
     """The sources a prngd.config.Settings asks for, in the order they are first sampled.
 
     Commands are those of [commands], or the built-in set found on this
     machine when none are listed, or none at all with external_commands off.
+    Those also in `previous` (the sources before a reload) keep their totals.
     """
     sources: list[Source] = []
     if settings.kernel:
@@ -538,10 +629,15 @@ def build_sources(settings) -> list[Source]:
     for f in settings.files:
         sources.append(FileSource(f.path, f.rate, f.max_bytes, f"file:{f.name or f.path}",
                                   settings.file_interval, settings.jitter_alpha_exp))
+    up = getattr(settings, "upstream", None)
+    if up is not None:
+        sources.append(UpstreamSource(up.socket, up.nbytes, up.interval, up.credit_bits_per_byte,
+                                      alpha_exp=settings.jitter_alpha_exp))
     seen: dict[str, int] = {}
     for s in sources:  # names key the pool's accounting and the status output: keep them unique
         n = seen.get(s.name, 0) + 1
         seen[s.name] = n
         if n > 1:
             s.name = f"{s.name}#{n}"
+    _carry_totals(previous, sources)
     return sources

@@ -38,7 +38,7 @@ def start(daemon, nursery: trio.Nursery, admin_sock) -> None:
         nursery.start_soon(exchange_updater, daemon)
     if admin_sock is not None:
         nursery.start_soon(functools.partial(admin.serve_admin, admin_sock, daemon.status, daemon.history.as_dict,
-                                             max_handlers=daemon.admin_handlers))
+                                             reseed=daemon.reseed_now, max_handlers=daemon.admin_handlers))
     nursery.start_soon(low_entropy_monitor, daemon)
     nursery.start_soon(history.sample_every, daemon.history, daemon.status,
                        lambda: daemon.settings.history_interval)
@@ -46,12 +46,13 @@ def start(daemon, nursery: trio.Nursery, admin_sock) -> None:
 
 
 def build_sources(daemon) -> list:
-    """The sources the daemon's settings ask for, the start seed booked as the kernel source's first sample."""
-    built = sources.build_sources(daemon.settings)
+    """The sources the daemon's settings ask for, keeping the totals of those it had (a reload), the
+    start seed booked as the kernel source's first sample."""
+    built = sources.build_sources(daemon.settings, previous=daemon.sources)
     kernel = next((s for s in built if s.kind == "kernel"), None)
     if kernel is not None and daemon.kernel_seed is not None:
         kernel.book(*daemon.kernel_seed)
-        daemon.kernel_seed = None  # booked once: a reload's sources start from nothing
+        daemon.kernel_seed = None  # booked once: a reload's sources carry the totals on
     return built
 
 
@@ -111,14 +112,24 @@ async def low_entropy_monitor(daemon, period: float = 30.0, checks: int = 10) ->
 async def clock_watch(daemon, period: float = 5.0) -> None:
     # A machine resumed from suspend, or a VM restored from a snapshot (maybe
     # twice), holds the generator state of another moment.  The pool checks
-    # the clocks at each refill; this catches an idle daemon too.  One wakeup
-    # per period: idle CPU does not change.
+    # the clocks (and the VM generation counter) at each refill; this catches
+    # an idle daemon too.  One wakeup per period: idle CPU does not change.
+    async with trio.open_nursery() as nursery:
+        if daemon.vmclock is not None and daemon.vmclock.notifies:
+            nursery.start_soon(vmclock_notifications, daemon)
+        while True:
+            await trio.sleep(period)
+            await daemon.check_clocks()
+
+
+async def vmclock_notifications(daemon) -> None:
+    # The device is readable once the hypervisor changed the page (a restore
+    # among others): a restored idle daemon reseeds at once, not a period later.
     while True:
-        await trio.sleep(period)
-        events = daemon.pool.check_clocks()
-        for reason in events:
-            log.info("%s: pool reseeded with fresh kernel randomness", reason)
-        if events and daemon.seed_state is not None:
-            # Copies of a restored VM also share the seed file on its disk:
-            # each replaces it now with output of its own reseeded pool.
-            await daemon.save_seed()
+        try:
+            await trio.lowlevel.wait_readable(daemon.vmclock.fd)
+        except OSError as e:  # a kernel whose vmclock cannot be polled: the period's checks remain
+            log.debug("vmclock %s cannot be polled (%s); checked every few seconds", daemon.vmclock.path, e)
+            return
+        daemon.vmclock.acknowledge()
+        await daemon.check_clocks()

@@ -32,7 +32,8 @@ class Daemon:
     """A prngd process; its stderr is collected line by line in a thread."""
 
     def __init__(self, args: list[str], socket_path: str | None, env: dict | None = None, cwd=None,
-                 preexec_fn: Callable[[], None] | None = None):
+                 wrapper: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None):
+        """`wrapper`: a command that runs the daemon's (bwrap ... --): signals then reach the wrapper."""
         self.args = args
         self.socket = socket_path
         full_env = dict(os.environ)
@@ -41,7 +42,7 @@ class Daemon:
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prngd", *args],
+            [*wrapper, sys.executable, "-m", "prngd", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env, cwd=cwd, text=True, errors="replace", preexec_fn=preexec_fn,
         )

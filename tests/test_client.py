@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -345,6 +346,81 @@ def test_add_tool(start_daemon, tmp_path, capsys, monkeypatch):
 
     status = admin.get_status(config.admin_socket_for(d.socket))
     assert status["requests"]["write_entropy"] == 4 + 1  # 255-byte chunks (the refused add sent nothing)
+
+
+def _kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def _writes(d) -> int:
+    from prngd import admin, config
+
+    return admin.get_status(config.admin_socket_for(d.socket))["requests"]["write_entropy"]
+
+
+def test_add_tool_streams_a_device_in_bounded_memory(start_daemon):
+    """Issue 19: `prngd add /dev/zero --bits 8` read everything before sending (1.8 GB in 3 s)."""
+    d = start_daemon()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-m", "prngd", "add", "/dev/zero", "--bits", "8", d.socket],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        # Three seconds of streaming is the point of the test; memory is sampled meanwhile so that
+        # a client that hoards (the old one) is stopped at the limit, not left to fill the machine.
+        deadline = time.monotonic() + 3
+        peak = 0
+        while (left := deadline - time.monotonic()) > 0:
+            with pytest.raises(subprocess.TimeoutExpired):  # /dev/zero never ends: the tool must not either
+                p.wait(timeout=min(left, 0.1))
+            peak = max(peak, _kib(p.pid, "VmHWM"))
+            assert peak < 50 * 1024, f"prngd add holds {peak} kB"
+        writes = _writes(d)
+        assert writes > 1000, "the data is sent as it is read, not after the device ends"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 130
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == "prngd add: /dev/zero is a device: sending until Ctrl-C (--bytes N stops after N bytes)"
+    assert len(lines) == 2 and lines[1].startswith("prngd add: interrupted: sent ") and " claiming 8 bits" in lines[1]
+    sent = int(lines[1].split("sent ")[1].split()[0])
+    assert sent >= 255 * writes, "what the tool says it sent, the daemon counted"
+    assert d.proc.poll() is None
+
+
+def test_add_tool_bytes_limit_and_stream_claims(start_daemon):
+    d = start_daemon()
+    r = tool("add", "/dev/zero", "--bytes", "1000", "--bits", "80", d.socket)
+    assert r.returncode == 0, r.stderr
+    assert b"sent 1000 bytes claiming 80 bits" in r.stdout and r.stderr == b""
+    assert _writes(d) == 4
+    # More than 8 bits a byte of what --bytes allows is refused before anything is sent.
+    r = tool("add", "/dev/zero", "--bytes", "10", "--bits", "81", d.socket)
+    assert r.returncode == 2 and b"at most 80" in r.stderr
+    # A pipe's length is unknown: the claim goes with its first bytes, and a short pipe says so.
+    r = tool("add", "-", "--bits", "100", d.socket, input=b"x" * 10)
+    assert r.returncode == 0, r.stderr
+    assert b"sent 10 bytes claiming 80 bits" in r.stdout and b"80 of the 100 bits asked for" in r.stdout
+    assert _writes(d) == 5
+
+
+@given(st.lists(st.integers(1, 255), max_size=40), st.integers(0, 30000), st.one_of(st.none(), st.integers(1, 12000)))
+def test_stream_claims_never_exceed_the_data_or_the_claim(sizes, bits, total):
+    requests = list(client._write_requests((bytes(n) for n in sizes), bits, total))
+    assert [len(r.data) for r in requests] == sizes
+    assert all(0 <= r.bits <= 8 * len(r.data) for r in requests)
+    claimed = sum(r.bits for r in requests)
+    assert claimed <= bits
+    if total is None or total == sum(sizes):
+        assert claimed == min(bits, 8 * sum(sizes))
 
 
 def test_ping_tool(start_daemon):

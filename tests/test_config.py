@@ -26,10 +26,13 @@ def test_example_config_loads_and_matches_the_defaults():
 
 def test_every_settings_field_is_documented_in_the_example():
     text = (ROOT / "prngd.conf.example").read_text()
-    internal = {"sockets", "commands", "files", "foreground"}
+    internal = {"sockets", "commands", "files", "foreground", "upstream"}
     for field in config.Settings.__dataclass_fields__:
         if field not in internal:
             assert f"\n{field} =" in text, field
+    upstream = text[text.index("\n[upstream]"):]
+    for key in config._UPSTREAM_KEYS:  # a section of its own: its keys, commented out
+        assert f"\n# {key} =" in upstream, key
 
 
 def test_ini_values():
@@ -125,3 +128,64 @@ def test_default_paths(monkeypatch):
 def test_whole_numbers_take_leading_zeros_and_hex():
     parsed = config.parse_ini("[pool]\npool_bits = 0256\nreseed_bits = 0x100\n")
     assert parsed["pool_bits"] == 256 and parsed["reseed_bits"] == 256
+
+
+# ---------------------------------------------------------------- issue 19: configparser's quirks, reworded
+
+QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
+# (id, the file's text, the one line it must give: "c.conf:LINE: what is wrong: what to do")
+BAD_INI = [
+    ("continuation", QUIET + "[prngd]\nsockets = ./a\n    max_connections = 5\n",
+     "c.conf:8: indented line 'max_connections = 5' would continue sockets of the line above; "
+     "prngd's values never span lines"),
+    ("duplicate-section", QUIET + "[prngd]\nmax_connections = 4\n[sources]\nkernel_bytes = 32\n",
+     "c.conf:8: [sources] appears twice: keep one [sources] and move its keys there"),
+    ("duplicate-key", QUIET + "[prngd]\nmax_connections = 4\nmax_connections = 5\n",
+     "c.conf:8: [prngd] max_connections is set twice: keep one of the two lines"),
+    ("not-key-value", QUIET + "[prngd]\nmax_connections 4\n",
+     "c.conf:7: 'max_connections 4' is not 'key = value': write it so, or start it with # to make it a comment"),
+    ("broken-header", QUIET + "[prngd\nmax_connections = 4\n", "c.conf:6: '[prngd' is not 'key = value'"),
+    ("no-section", "max_connections = 4\n" + QUIET,
+     "c.conf:1: 'max_connections = 4' comes before any [section]: prngd's settings go under [prngd]"),
+]
+
+
+def _run_prngd(*args, cwd):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "prngd", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("name, text, says", BAD_INI, ids=[r[0] for r in BAD_INI])
+def test_ini_mistakes_stop_the_start_with_one_line(name, text, says, tmp_path):
+    (tmp_path / "c.conf").write_text(text)
+    r = _run_prngd("-f", "-n", "-c", "c.conf", "./s", cwd=tmp_path)
+    lines = (r.stderr + r.stdout).strip().splitlines()
+    assert r.returncode == 2, lines
+    assert len(lines) == 1 and lines[0].startswith(f"prngd: {tmp_path}/{says}"), lines
+    assert not (tmp_path / "s").exists()
+
+
+def test_ini_mistakes_at_sighup_keep_the_old_settings(start_daemon, tmp_path):
+    import json
+    import signal
+
+    from conftest import egd_read
+
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 7\n")
+    cfg = Path(d.args[d.args.index("-c") + 1])
+    for name, text, says in BAD_INI:
+        cfg.write_text(text)
+        d.signal(signal.SIGHUP)
+        # Each message is its own: this waits for this reload's line.
+        line = d.wait_for_line(str(cfg) + says.removeprefix("c.conf"))
+        assert "reload failed, keeping the old configuration" in line, line
+    assert len([ln for ln in d.lines if "reload failed" in ln]) == len(BAD_INI)
+    status = json.loads(_run_prngd("status", "--json", d.socket, cwd=tmp_path).stdout)
+    assert status["connections"]["max"] == 7
+    assert len(egd_read(d.socket, 8)) == 8
+    assert "Traceback" not in d.log()

@@ -199,6 +199,31 @@ def test_service_exposure_is_at_most_1_5(tmp_path):
     assert exposure <= 1.5
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_drop_ins_verify_and_the_hwrng_one_shows_only_hwrng(tmp_path):
+    """Issue 19: PrivateDevices=yes hides /dev/hwrng; prngd-hwrng.conf opens that one device, read-only."""
+    (tmp_path / "prngd.service").write_text((UNITS / "prngd.service").read_text().replace(INSTALLED, shutil.which("true")))
+    assert "prngd-hwrng.conf" in (UNITS / "prngd.service").read_text()
+    hwrng = UNITS / "prngd-hwrng.conf"
+    assert drop_in_values(hwrng, "DeviceAllow") == ["/dev/hwrng r"]
+    assert drop_in_values(hwrng, "DevicePolicy") == ["closed"] and drop_in_values(hwrng, "PrivateDevices") == ["no"]
+    drop_ins = tmp_path / "prngd.service.d"
+    drop_ins.mkdir()
+    shutil.copy(hwrng, drop_ins / "hwrng.conf")
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", "prngd.service"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and (out.stdout + out.stderr).strip() == "", out.stdout + out.stderr
+    sec = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "prngd.service"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", sec.stdout + sec.stderr)
+    if m is None:
+        pytest.skip("this systemd-analyze has no offline security analysis")
+    assert "/dev/hwrng:r" in sec.stdout, "the drop-in was not read"
+    # PrivateDevices=no, the device ACL and the group cost 0.2 over the unit's 1.4.
+    assert float(m.group(1)) <= 1.6
+
+
 # ---------------------------------------------------------------- Postfix
 
 def main_cf() -> dict:
@@ -218,6 +243,62 @@ def test_postfix_and_prngd_share_socket_and_exchange_file():
     assert egd.parse_address(source) == egd.parse_address(settings.resolved_sockets()[0])
     exchange = pf["tls_random_exchange_name"].replace("${data_directory}", "/var/lib/postfix")
     assert settings.exchange_file == exchange
+
+
+def drop_in_values(path, key: str) -> list[str]:
+    return [line.partition("=")[2].strip() for line in path.read_text().splitlines()
+            if line.partition("=")[0].strip() == key]
+
+
+def postfix_exec_argv() -> list[str]:
+    """The drop-in's command line: an empty ExecStart= clears the unit's, then its own."""
+    starts = drop_in_values(EXAMPLES / "postfix" / "prngd-postfix.conf", "ExecStart")
+    assert len(starts) == 2 and starts[0] == "", "a drop-in must clear ExecStart= before setting its own"
+    return shlex.split(starts[1])
+
+
+def test_postfix_drop_in_reads_the_config_and_runs_as_postfix():
+    """Issue 19: the override had no -c, so the [exchange] of /etc/prngd.conf was never read."""
+    svc = EXAMPLES / "postfix" / "prngd-postfix.conf"
+    assert drop_in_values(svc, "User") == ["postfix"] and drop_in_values(svc, "DynamicUser") == ["no"]
+    pf = main_cf()
+    exchange = pf["tls_random_exchange_name"].replace("${data_directory}", "/var/lib/postfix")
+    assert drop_in_values(svc, "ReadWritePaths") == [exchange]
+    argv = postfix_exec_argv()
+    assert argv[0] == INSTALLED
+    args = cli.parser().parse_args(argv[1:])
+    assert args.cmdfile == "/etc/prngd.conf" and "/etc/prngd.conf" in (EXAMPLES / "postfix" / "README.md").read_text()
+    # The unit's own settings stay (foreground, seed, socket); the file is postfix/prngd.conf.
+    base = cli.parser().parse_args(exec_argv("prngd.service")[1:])
+    assert (args.fg, args.seedfile, args.sockets) == (base.fg, base.seedfile, base.sockets)
+    args.cmdfile = str(EXAMPLES / "postfix" / "prngd.conf")
+    settings = cli.load_settings(args)
+    assert settings.exchange_file == exchange
+    assert settings.resolved_sockets() == ["/run/prngd/egd-pool"]  # /var/run/egd-pool links there (tmpfiles)
+
+
+def test_postfix_drop_in_command_line_runs_with_the_exchange_file(tmp_path):
+    """The drop-in's own command line, paths moved into tmp_path, on a real daemon: the exchange file is used."""
+    import json
+
+    from conftest import Daemon
+
+    conf = (EXAMPLES / "postfix" / "prngd.conf").read_text()
+    exch = tmp_path / "prng_exch"
+    (tmp_path / "prngd.conf").write_text(conf.replace("/var/lib/postfix/prng_exch", str(exch))
+                                         + "[sources]\nsystem = no\njitter = no\nexternal_commands = no\n")
+    moved = {"/etc/prngd.conf": str(tmp_path / "prngd.conf"), "/var/lib/prngd/seed": str(tmp_path / "seed"),
+             "/run/prngd/egd-pool": str(tmp_path / "egd-pool")}
+    argv = [moved.get(a, a) for a in postfix_exec_argv()[1:]]
+    assert not [a for a in argv if a.startswith(("/etc", "/var", "/run"))], argv
+    d = Daemon(argv, str(tmp_path / "egd-pool")).wait_ready()
+    try:
+        status = subprocess.run([sys.executable, "-m", "prngd", "status", "--json", d.socket], capture_output=True,
+                                text=True, timeout=30, env=env_with(), check=True).stdout
+        assert json.loads(status)["exchange"]["path"] == str(exch)
+    finally:
+        assert d.stop() == 0
+    assert exch.stat().st_size == 1024  # written at stop
 
 
 # ---------------------------------------------------------------- containers
@@ -272,3 +353,17 @@ def test_readme_set_up_keeps_two_commands():
     commands = [line for line in setup.splitlines() if line.startswith("    ")]
     assert len(commands) == 2, commands
     assert text.index("## Check that it works") == text.index("\n## ", text.index("## Set-up") + 1) + 1
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI (.ci/run, a clean clone as root) runs the README's test command, minus the venv."""
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up\n", 1)[1].split("\n## ", 1)[0]
+    daemon, tests = [line[4:] for line in setup.splitlines() if line.startswith("    ")]
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert daemon.startswith(venv) and daemon.endswith("python3 -m prngd -f"), daemon
+    assert tests.startswith(venv), tests
+    install, run = tests[len(venv):].split(" && ")
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert install.replace("pip install", "pip install -q") in ci, install
+    assert ci[-1] == run, run

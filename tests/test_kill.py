@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 from conftest import ROOT, egd_read, free_tcp_port
+from prngd.pidfile import is_prngd_argv
 
 FAKE_SERVER = textwrap.dedent("""\
     import os, socket, sys
@@ -147,6 +148,59 @@ def test_kill_stops_the_real_daemon_on_tcp(start_daemon):
     done = run_kill(f"tcp/localhost:{port}")
     assert done.returncode == 0, done.stderr
     assert d.proc.wait(10) == 0
+
+
+def test_kill_stops_a_daemon_serving_two_sockets_once_and_exits_0(start_daemon, tmp_path):
+    """Both sockets name the same daemon: it is stopped once, and its second socket is not 'gone'."""
+    second = str(tmp_path / "second.sock")
+    d = start_daemon(extra_sockets=[second])
+    assert len(egd_read(second, 8)) == 8
+    done = run_kill(d.socket, second)
+    assert done.returncode == 0, done.stderr
+    assert one_line(done.stderr) == f"prngd: stopped pid {d.pid} on {d.socket}, {second}"
+    assert d.proc.wait(10) == 0
+
+
+def test_kill_with_one_socket_answering_and_one_missing_stops_the_daemon_and_exits_1(start_daemon, tmp_path):
+    d = start_daemon()
+    missing = str(tmp_path / "missing.sock")
+    done = run_kill(d.socket, missing)
+    assert done.returncode == 1
+    assert f"no daemon answers on {missing}" in done.stderr and f"stopped pid {d.pid}" in done.stderr, done.stderr
+    assert d.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # prngd's own entry points
+    (["prngd", "-f", "/run/egd-pool"], True),
+    (["/usr/local/bin/prngd", "-f"], True),
+    (["/usr/bin/python3", "/usr/local/bin/prngd", "-f", "/run/egd-pool"], True),
+    (["python3.11", "-I", "-u", "/opt/venv/bin/prngd"], True),
+    (["/usr/bin/python3", "-m", "prngd", "-f"], True),
+    (["python3", "-I", "-X", "dev", "-W", "error", "-m", "prngd"], True),
+    (["python3", "-Im", "prngd"], True),
+    (["python3", "-mprngd"], True),
+    (["python3", "-Xfrozen_modules=off", "-m", "prngd"], True),
+    (["python3", "--check-hash-based-pycs", "never", "-m", "prngd"], True),
+    (["pypy3", "-m", "prngd"], True),
+    (["python3.11d", "--", "/usr/bin/prngd"], True),
+    # anything else whose arguments merely mention prngd
+    (["less", "/usr/local/bin/prngd"], False),
+    (["vim", "prngd"], False),
+    (["sleep", "1000", "prngd"], False),
+    (["/usr/bin/python3", "/tmp/other.py", "/usr/local/bin/prngd"], False),
+    (["python3", "-m", "pytest", "prngd"], False),
+    (["python3", "-m", "prngd.tools"], False),
+    (["python3", "-c", "import prngd", "-m", "prngd"], False),
+    (["python3", "-W", "-m", "/tmp/x.py", "prngd"], False),  # "-m" is -W's value: /tmp/x.py runs
+    (["python3", "-X", "prngd", "/tmp/x.py"], False),
+    (["python3", "-", "prngd"], False),
+    (["pythonista", "-m", "prngd"], False),
+    (["bash", "-c", "exec -a prngd sleep 1", "prngd"], False),
+    ([], False),
+])
+def test_is_prngd_argv_accepts_only_prngds_entry_points(argv, expected):
+    assert is_prngd_argv(argv) is expected
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")

@@ -166,3 +166,46 @@ async def test_short_dips_are_not_reported(caplog, autojump_clock):
     # Low, but recovering every 5th check: never 10 in a row.
     await run_monitor(ScriptedPool(lambda n: 300 if n % 5 else 2000), 30 * 40)
     assert not [r for r in caplog.records if "stayed below" in r.getMessage()]
+
+
+def test_sighup_keeps_each_sources_totals(start_daemon, tmp_path):
+    """Issue 19: after a reload status said `kernel ... 0 samples, 0 bits` while the pool kept its totals."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(64))
+    d = start_daemon("-d", config=QUIET + f"[files]\nnoise = 0.5 64 {noise}\n")
+    d.wait_for_line("file:noise: 64 bytes, 32.00 bits credited")
+    cfg = d.args[d.args.index("-c") + 1]
+
+    def sources():
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        out = subprocess.run([sys.executable, "-m", "prngd", "status", "--json", d.socket], env=env,
+                             capture_output=True, check=True, timeout=30).stdout
+        return {s["name"]: s for s in json.loads(out)["sources"]}
+
+    before = sources()
+    assert before["kernel"]["samples"] >= 1 and before["kernel"]["credited_bits"] > 0
+    assert before["file:noise"]["samples"] >= 1
+    with open(cfg, "a") as f:
+        f.write("[prngd]\nmax_connections = 50\n")  # a change elsewhere: the sources stay the same
+    d.signal(signal.SIGHUP)
+    d.wait_for_line("configuration reloaded")
+    after = sources()
+    for name in ("kernel", "file:noise"):
+        assert after[name]["samples"] >= before[name]["samples"], name
+        assert after[name]["credited_bits"] >= before[name]["credited_bits"], name
+    # A source the new file no longer names is gone, and one it adds starts from nothing.
+    noise2 = tmp_path / "noise2"
+    noise2.write_bytes(os.urandom(64))
+    with open(cfg, "w") as f:
+        f.write(QUIET + f"[files]\nother = 0.5 64 {noise2}\n[prngd]\nmax_connections = 51\n")
+    d.signal(signal.SIGHUP)
+    d.wait_for_line("max_connections 51")
+    again = sources()
+    assert "file:noise" not in again
+    assert again["kernel"]["samples"] >= before["kernel"]["samples"]

@@ -7,8 +7,9 @@ at most three lines naming what is wrong and without "Traceback", and that
 every file that existed before is byte-identical afterwards.
 
 The seed-file rows of this table (-s notes.txt, a FIFO, /dev/zero, an
-oversized file, PRNGD's legacy seed) are the clones helper's, in
-tests/test_identity.py (seedfile.py owns every rule about the seed file).
+oversized file, a key that looks like PRNGD's seed, PRNGD's legacy seed)
+are in tests/test_seed_identify.py (seedfile.py owns every rule about the
+seed file); sockets and a live program's pidfile in tests/test_ownfile.py.
 
 Below the table: the mistakes that need a live daemon (SIGHUP with a bad
 value, the admin socket, status), a client reading from servers that are not
@@ -105,6 +106,32 @@ def symlink_to_text(d: Path, name: str) -> None:
     (d / name).symlink_to(d / "target.txt")
 
 
+def hard_linked(d: Path, name: str, other: str = "other-name") -> None:
+    """`name` and `other`: two names of one text file."""
+    text_file(d, name)
+    os.link(d / name, d / other)
+
+
+def stale_pidfile(d: Path, name: str) -> None:
+    """A pidfile left by a daemon that died (pid 2**22+1 is above pid_max's default: no process has it)."""
+    (d / name).write_text(f"{2 ** 22 + 1}\n")
+
+
+def binary_file(d: Path, name: str) -> None:
+    (d / name).write_bytes(os.urandom(4096))  # a key: NUL bytes in any 4 KiB, for all practical purposes
+    os.chmod(d / name, 0o600)
+
+
+def script(d: Path, name: str) -> None:
+    (d / name).write_text("#!/bin/sh\necho backup\n")
+    os.chmod(d / name, 0o755)
+
+
+def others_file(d: Path, name: str) -> None:
+    text_file(d, name)
+    os.chown(d / name, 65534, 65534)
+
+
 def config(sections: dict, name: str = "c.conf"):
     def make(d: Path) -> None:
         (d / name).write_text(ini({**QUIET, **sections}))
@@ -134,7 +161,7 @@ class Row:
 
 DAEMON = ["-f", "-n", "-c", "c.conf"]
 ROWS = [
-    # 1. Never destroy what prngd did not write (exchange file and pidfile; seed: see the docstring).
+    # 1. Never destroy what prngd did not write (exchange file, pidfile, log; seed: see the docstring).
     Row("pidfile-is-text", [*DAEMON, "-p", "notes.txt", "./s"], 1, r"pidfile .*notes\.txt.* not replacing it",
         both(config({}), lambda d: text_file(d, "notes.txt"))),
     Row("pidfile-is-fifo", [*DAEMON, "-p", "pipe", "./s"], 1, r"pidfile .*pipe exists and is a FIFO",
@@ -145,6 +172,26 @@ ROWS = [
         both(config({}), lambda d: symlink_to_text(d, "link"))),
     Row("pidfile-is-big", [*DAEMON, "-p", "big", "./s"], 1, r"pidfile .*big exists and holds 5000 bytes",
         both(config({}), lambda d: big_file(d, "big"))),
+    Row("pidfile-hard-linked", [*DAEMON, "-p", "old.pid", "./s"], 1,
+        r"pidfile .*old\.pid exists and has 2 hard links .*; not replacing it",
+        both(config({}), lambda d: (stale_pidfile(d, "old.pid"), os.link(d / "old.pid", d / "other-name"))),
+        absent=["s"]),
+    # ... nor writes into a log that is not one (issue 19: every file prngd writes goes through one rule).
+    Row("log-file-is-symlink", [*DAEMON, "--log-file", "link", "./s"], 1,
+        r"log file .*link exists and is a symbolic link, never followed; not writing into it",
+        both(config({}), lambda d: symlink_to_text(d, "link")), absent=["s"]),
+    Row("log-file-hard-linked", [*DAEMON, "--log-file", "prngd.log", "./s"], 1,
+        r"log file .*prngd\.log exists and has 2 hard links", both(config({}), lambda d: hard_linked(d, "prngd.log")),
+        absent=["s"]),
+    Row("log-file-is-a-key", [*DAEMON, "--log-file", "luks.key", "./s"], 1,
+        r"log file .*luks\.key exists and holds binary data, not a log file",
+        both(config({}), lambda d: binary_file(d, "luks.key")), absent=["s"]),
+    Row("log-file-is-a-script", [*DAEMON, "--log-file", "backup.sh", "./s"], 1,
+        r"log file .*backup\.sh exists and is executable \(mode 0755\), not a log file",
+        both(config({}), lambda d: script(d, "backup.sh")), absent=["s"]),
+    Row("log-file-of-another-user", [*DAEMON, "--log-file", "notes.txt", "./s"], 1,
+        r"log file .*notes\.txt exists and belongs to uid 65534, neither root nor prngd's user",
+        both(config({}), lambda d: others_file(d, "notes.txt")), absent=["s"]),
     Row("exchange-is-text", [*DAEMON, "./s"], 1, r"exchange file .*notes\.txt exists and holds 28 bytes",
         both(config({"exchange": {"exchange_file": "notes.txt"}}), lambda d: text_file(d, "notes.txt"))),
     Row("exchange-is-fifo", [*DAEMON, "./s"], 1, r"exchange file .*pipe exists and is a FIFO",
@@ -192,10 +239,11 @@ ROWS = [
     Row("log-file-missing-directory", ["-n", "-c", "c.conf", "--log-file", "nodir/prngd.log", "./s"], 1,
         r"cannot open log file .*nodir/prngd\.log: No such file or directory", config({}), absent=["nodir", "s"]),
     Row("log-file-is-fifo", ["-f", "-n", "-c", "c.conf", "--log-file", "pipe", "./s"], 1,
-        r"cannot open log file .*pipe: No such device or address", both(config({}), lambda d: fifo(d, "pipe")),
-        absent=["s"]),
+        r"log file .*pipe exists and is a FIFO, not a log file; not writing into it",
+        both(config({}), lambda d: fifo(d, "pipe")), absent=["s"]),
     Row("log-file-is-directory", ["-n", "-c", "c.conf", "--log-file", "dir", "./s"], 1,
-        r"cannot open log file .*dir: Is a directory", both(config({}), lambda d: directory(d, "dir")), absent=["s"]),
+        r"log file .*dir exists and is a directory, not a log file", both(config({}), lambda d: directory(d, "dir")),
+        absent=["s"]),
     # 5. The client checks what it reads; 6. CLI errors name the option, out of range is refused.
     Row("get-not-a-number", ["get", "abc", "./s"], 2, r"N must be a whole number of bytes 0 or more, got 'abc'"),
     Row("get-negative", ["get", "-5", "./s"], 2, r"N must be a whole number of bytes|expected one argument"),

@@ -621,6 +621,8 @@ def test_stats_content_and_json():
         "samples_by_source": {"kernel": 1, "jitter": 2},
         "last_reseed_age_s": 7.5,
         "clock_reseeds": 0,
+        "detectors": ["boottime-gap", "realtime-jump"],
+        "pr_reseeds": 0,
     }
     assert pool.generator_name == "hmac-drbg"
     assert isinstance(pool.entropy_bits, int)
@@ -802,6 +804,19 @@ def test_resume_or_restore_reseeds_at_once(generator, event, words):
     assert b.check_clocks()
     # Reseeded at once: the copies differ from the very next byte, mid-buffer.
     assert _blocks_all_differ(a.read(256), b.read(256))
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_a_requested_reseed_makes_restored_copies_differ_at_once(generator):
+    """`prngd reseed`: a restore only a snapshot tool knows of (the clocks show nothing)."""
+    (a, b), (ka, kb) = snapshot_twins(generator)
+    ka.rnd, kb.rnd = FakeRandom(b"copy a"), FakeRandom(b"copy b")
+    reseeds = a.stats()["reseeds"]
+    a.reseed_from_kernel()
+    b.reseed_from_kernel()
+    assert a.stats()["reseeds"] == reseeds + 1 and a.stats()["clock_reseeds"] == 0
+    assert a.check_clocks() == []  # not a clock event
+    assert _blocks_all_differ(a.read(256), b.read(256))  # mid-buffer, from the very next byte
 
 
 @pytest.mark.parametrize("generator", GENERATORS)

@@ -7,8 +7,12 @@ as nobody, must reach it.
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import pwd
+import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -61,8 +65,10 @@ def test_user_nobody_runs_as_nobody_and_saves_its_seed(start_daemon, open_dir):
     os.chmod(seed, 0o600)
     pidfile = open_dir / "prngd.pid"
     report = drop_out_dir(open_dir) / "ids"
-    d = start_daemon("-u", "nobody", "-d", "-p", str(pidfile), seed=seed, socket=str(open_dir / "egd.sock"),
-                     config=IDS_CONFIG.format(out=report))
+    cfg = open_dir / "prngd.conf"  # where nobody may read it again at SIGHUP (tmp_path is root's, 0700)
+    cfg.write_text(IDS_CONFIG.format(out=report))
+    d = start_daemon("-u", "nobody", "-d", "-p", str(pidfile), "-c", str(cfg), seed=seed,
+                     socket=str(open_dir / "egd.sock"))
 
     # The daemon: every uid and gid field is nobody's; groups are nobody's own (initgroups).
     st = status_fields(f"/proc/{d.pid}/status")
@@ -98,8 +104,7 @@ def test_user_nobody_runs_as_nobody_and_saves_its_seed(start_daemon, open_dir):
     # What nobody may not remove from a root directory stays, said once; the next start replaces it.
     assert os.path.lexists(d.socket) and pidfile.exists()
     assert "left " in d.wait_for_line("may not remove them")
-    d2 = start_daemon("-u", "nobody", "-p", str(pidfile), seed=seed, socket=d.socket, config=IDS_CONFIG.format(
-        out=report))
+    d2 = start_daemon("-u", "nobody", "-p", str(pidfile), "-c", str(cfg), seed=seed, socket=d.socket)
     assert int(pidfile.read_text()) == d2.pid
     d2.wait_for_line(f"seed file {seed}: loaded {len(old)} bytes, credited 256 bits")
     assert d2.stop() == 0
@@ -125,8 +130,11 @@ def test_a_seed_directory_shared_with_other_files_is_not_given_away(start_daemon
     d = start_daemon("-u", "nobody", seed=shared / "seed", socket=str(open_dir / "egd.sock"), ready=False)
     assert d.proc.wait(30) == 1
     d.stop()
-    assert len(d.lines) == 1 and f"ERROR: seed directory {shared} holds other files (unrelated...)" in d.lines[0], \
-        d.log()
+    assert len(d.lines) == 1 and f"ERROR: seed directory {shared} holds files that are not prngd's (unrelated); " \
+        in d.lines[0], d.log()
+    # The advice is what to do with this directory, and another -s only as an example elsewhere.
+    assert f"move them out, make {shared} nobody's (chown nobody: {shared}), or give -s a file in a directory " \
+        "of its own (such as /var/lib/prngd/seed)" in d.lines[0]
     assert os.stat(shared).st_uid == 0
     assert not os.path.lexists(open_dir / "egd.sock"), "the failed start left its socket"
 
@@ -222,6 +230,148 @@ def test_a_drop_that_leaves_root_regainable_is_refused(monkeypatch):
     # sandbox that fakes them: setuid(0) then succeeds, and the drop must refuse.
     for name in ("initgroups", "setgid", "setuid"):
         monkeypatch.setattr(os, name, lambda *args: None)
+    # This test process must keep its bounding set: the daemons later tests start need it.
+    monkeypatch.setattr(privileges, "_drop_bounding_set", lambda: None)
     with pytest.raises(privileges.PrivilegeError) as e:
         privileges.drop(privileges.lookup("nobody"))
     assert str(e.value) == "after switching to nobody the process could become root again; refusing to run"
+
+
+# ---------------------------------------------------------------- no privilege left to regain
+
+def caps_of(pid: int) -> dict[str, str]:
+    return {k: v[0] for k, v in status_fields(f"/proc/{pid}/status").items()
+            if k in privileges.LOCKED}
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv(1) to start with an inheritable capability")
+def test_after_the_drop_no_capability_set_holds_anything_and_no_new_privs_is_set(start_daemon, open_dir,
+                                                                                 tmp_path, monkeypatch):
+    """Started, as a service manager may, with a capability in its inheritable and ambient sets."""
+    wrapper = tmp_path / "python-with-inheritable-caps"
+    wrapper.write_text("#!/bin/sh\nexec setpriv --inh-caps=+net_bind_service --ambient-caps=+net_bind_service "
+                       f"{sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))  # what conftest's Daemon runs
+    d = start_daemon("-u", "nobody", socket=str(open_dir / "egd.sock"))
+    assert caps_of(d.pid) == {"NoNewPrivs": "1", "CapInh": "0000000000000000", "CapPrm": "0000000000000000",
+                              "CapEff": "0000000000000000", "CapBnd": "0000000000000000",
+                              "CapAmb": "0000000000000000"}
+    assert len(egd_read(d.socket, 16)) == 16
+    assert d.stop() == 0
+
+
+@needs_root
+def test_a_drop_that_cannot_set_no_new_privs_is_refused_with_one_line(monkeypatch):
+    """The check reads /proc/self/status, not what the calls returned: a prctl that silently does nothing
+    (a seccomp filter answering 0) is caught.  Run in a child, which really switches to nobody."""
+    real_prctl = privileges._prctl
+    monkeypatch.setattr(privileges, "_prctl", lambda option, *args: 0 if option == privileges.PR_SET_NO_NEW_PRIVS
+                        else real_prctl(option, *args))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            privileges.drop(privileges.lookup("nobody"))
+            os.write(w, b"dropped")
+        except privileges.PrivilegeError as e:
+            os.write(w, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    assert said == "after switching to nobody the process keeps privileges (NoNewPrivs 0); refusing to run"
+
+
+@pytest.mark.parametrize("fields,wrong", [
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0", "CapAmb": "0"}, {}),
+    ({"NoNewPrivs": "0", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0", "CapAmb": "0"},
+     {"NoNewPrivs": "0"}),
+    ({"NoNewPrivs": "1", "CapInh": "0000000000000400", "CapPrm": "0", "CapEff": "0", "CapBnd": "000001ffffffffff",
+      "CapAmb": "0"}, {"CapInh": "0000000000000400", "CapBnd": "000001ffffffffff"}),
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "0", "CapBnd": "0"}, {"CapAmb": "missing"}),
+    ({"NoNewPrivs": "1", "CapInh": "0", "CapPrm": "0", "CapEff": "junk", "CapBnd": "0", "CapAmb": "0"},
+     {"CapEff": "junk"}),
+])
+def test_what_the_drop_requires_of_proc_self_status(fields, wrong):
+    assert privileges.unlocked(fields) == wrong
+
+
+@needs_root
+def test_the_seed_directory_may_hold_prngds_own_log_and_pidfile(start_daemon, open_dir):
+    """Issue 19: `-u nobody --log-file DIR/prngd.log -s DIR/seed` was refused for holding prngd.log."""
+    state = open_dir / "state"
+    state.mkdir(mode=0o755)
+    log_file = state / "prngd.log"
+    # The log goes to the file, not to stderr: the readiness notification says when it serves.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(open_dir / "notify"))
+    os.chmod(open_dir / "notify", 0o666)  # sent after the drop, as nobody
+    notify.settimeout(30)
+    with notify:
+        d = start_daemon("-u", "nobody", "--log-file", str(log_file), "-p", str(state / "prngd.pid"),
+                         seed=state / "seed", socket=str(open_dir / "egd.sock"), ready=False,
+                         env={"NOTIFY_SOCKET": str(open_dir / "notify")})
+        try:
+            assert notify.recv(4096).startswith(b"READY=1"), d.log()
+        except socket.timeout:
+            raise AssertionError(f"no READY=1 (exit {d.proc.poll()}): {d.log()}") from None
+    assert os.stat(state).st_uid == NOBODY.pw_uid
+    assert len(egd_read(d.socket, 8)) == 8
+    assert d.stop() == 0
+    assert (state / "seed").stat().st_uid == NOBODY.pw_uid
+    assert "holds files" not in log_file.read_text()
+
+
+@needs_root
+def test_the_admin_socket_belongs_to_the_daemons_user(start_daemon, open_dir):
+    """Issue 19: after -u the admin socket was root's, 0600: the daemon's own user got Permission denied."""
+    d = start_daemon("-u", "nobody", socket=str(open_dir / "egd.sock"))
+    admin_path = open_dir / "egd.sock.admin"
+    st = os.stat(admin_path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY.pw_uid, NOBODY.pw_gid, 0o600)
+    # Asked as nobody: a forked child that becomes nobody (nobody cannot run root's python).
+    from prngd import admin
+
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            os.write(w, json.dumps(admin.get_status(str(admin_path), 10)).encode())
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(child, 0)
+    assert json.loads(answer)["pid"] == d.pid, answer
+    assert d.stop() == 0
+
+
+@needs_root
+def test_a_configuration_the_user_cannot_read_is_refused_at_start(open_dir):
+    """Issue 19: it started without a word and the first SIGHUP failed; now one line, exit 2, nothing bound."""
+    cfg = open_dir / "prngd.conf"
+    cfg.write_text("[sources]\nsystem = no\n")
+    os.chmod(cfg, 0o600)  # root's: nobody cannot read it
+    done = run_prngd("-u", "nobody", "-c", str(cfg), str(open_dir / "egd.sock"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"prngd: configuration {cfg} is not readable by nobody (Permission denied), who re-reads it at SIGHUP: "
+        f"give nobody read access (e.g. chgrp {grp.getgrgid(NOBODY.pw_gid).gr_name} {cfg} && chmod g+r {cfg}, "
+        "and the directories on the way)")
+    assert not os.path.lexists(open_dir / "egd.sock")
+    # Readable by the group nobody is in: accepted (the check asks the kernel as nobody, groups included).
+    os.chown(cfg, 0, NOBODY.pw_gid)
+    os.chmod(cfg, 0o640)
+    assert privileges.unreadable_as(privileges.lookup("nobody"), str(cfg)) is None
+    assert privileges.unreadable_as(privileges.lookup("nobody"), str(open_dir / "missing")) == \
+        "No such file or directory"

@@ -45,6 +45,7 @@ async def test_resume_is_logged_once_and_reseeds(caplog, autojump_clock):
     assert "resumed after 600.0 s suspended" in lines[0]
     assert "wall clock jumped +604800.0 s" in lines[1]
     assert pool.stats()["reseeds"] == reseeds + 2 and pool.stats()["clock_reseeds"] == 2
+    assert daemon.status()["restore_generation"] == 2  # what feed-kernel follows
 
 
 async def test_a_restore_replaces_the_seed_file_at_once(tmp_path, autojump_clock):

@@ -250,26 +250,21 @@ def test_symlink_at_start_is_foreign_and_nothing_is_touched(tmp_path):
     assert temps(tmp_path) == []
 
 
-def test_symlink_appearing_later_in_a_private_directory_is_replaced_not_followed(tmp_path, caplog):
+@pytest.mark.parametrize("mode", [0o700, 0o1777])
+def test_symlink_appearing_later_is_left_alone(tmp_path, caplog, mode):
+    """In a private directory as in a shared one: a link prngd did not make is neither followed nor replaced."""
     caplog.set_level(logging.INFO, "prngd.seedfile")
-    path, target, target_bytes = seed_symlink(tmp_path / "seed", tmp_path / "elsewhere")
-    state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
-    assert save(str(path), FakePool(), state)
-    assert target.read_bytes() == target_bytes  # never written through
-    assert not path.is_symlink() and parse(path.read_bytes())
-    assert any("symbolic link" in r.getMessage() for r in seed_records(caplog))
-
-
-def test_symlink_appearing_later_in_a_shared_directory_is_left_alone(tmp_path):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o1777)
-    path, target, target_bytes = seed_symlink(shared / "seed", tmp_path / "elsewhere")
+    directory = tmp_path / "seeds"
+    directory.mkdir()
+    os.chmod(directory, mode)
+    path, target, target_bytes = seed_symlink(directory / "seed", tmp_path / "elsewhere")
     state = SeedState(path=str(path), fingerprint=HERE.fingerprint)
     assert save(str(path), FakePool(), state) is False
     assert path.is_symlink() and target.read_bytes() == target_bytes
     assert state.saves == 0 and state.failures == 1 and "symbolic link" in state.last_error
-    assert temps(shared) == []
+    assert temps(directory) == []
+    errors = [r for r in seed_records(caplog) if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "left in place" in errors[0].getMessage()
 
 
 @pytest.mark.parametrize("content,note", [

@@ -532,9 +532,13 @@ async def test_missing_file_backs_off_then_is_disabled(clock, tmp_path, watcher)
     src = FileSource(str(tmp_path / "not-there"), 0.1, interval=1.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(gather, FakePool(), [src], settings())
-        await watcher.wait_for(lambda r: r.levelno == logging.WARNING)
+        await watcher.wait_for(lambda r: r.levelno == logging.WARNING and "disabled" in r.getMessage())
         nursery.cancel_scope.cancel()
     assert src.failures == 5 and src.disabled and "FileNotFoundError" in src.last_error
+    # The cause was said once, at the first failure, not at every retry.
+    assert [r.getMessage() for r in watcher.records if "cannot read" in r.getMessage()] == [
+        f"source {src.name}: cannot read {src.path}: No such file or directory; give uid {os.geteuid()} (the "
+        "daemon's user) read access to it and its directories. Retried with back-off, nothing credited meanwhile"]
     assert trio.current_time() == 0 + 2 + 4 + 8 + 16  # once at start, then backing off
 
 
@@ -590,3 +594,22 @@ async def test_cancelling_gather_kills_the_running_command(tmp_path, watcher):
         assert all(p.is_running() for p in procs)
         nursery.cancel_scope.cancel()
     assert await trio.to_thread.run_sync(gone, procs)
+
+
+def test_an_unreadable_file_source_is_a_warning_naming_the_path_and_the_fix(start_daemon, open_dir):
+    """Issue 19: a device hidden by PrivateDevices=yes (ENOENT) or denied (EACCES) was logged only at DEBUG."""
+    quiet = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
+    secret = open_dir / "secret"
+    secret.write_bytes(os.urandom(64))
+    os.chmod(secret, 0o600)
+    args = ("-u", "nobody") if os.geteuid() == 0 else ()
+    (open_dir / "c.conf").write_text(quiet + f"[files]\nhw = 4 64 /dev/prngd-test-no-such-rng\nsecret = 0.5 64 {secret}\n")
+    d = start_daemon(*args, "-c", str(open_dir / "c.conf"), socket=str(open_dir / "s"))
+    line = d.wait_for_line("cannot read /dev/prngd-test-no-such-rng")
+    assert " WARNING: source file:hw: cannot read /dev/prngd-test-no-such-rng: No such file or directory; " in line
+    assert "drop-in prngd-hwrng.conf" in line
+    if os.geteuid() == 0:  # as nobody, root's 0600 file is denied
+        line = d.wait_for_line(f"cannot read {secret}")
+        assert f" WARNING: source file:secret: cannot read {secret}: Permission denied; give uid " in line
+    assert d.stop() == 0
+    assert "Traceback" not in d.log()
