@@ -14,6 +14,7 @@ import logging
 import math
 import logging.handlers
 import os
+import stat
 import sys
 import time
 from typing import Callable
