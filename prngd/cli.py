@@ -14,6 +14,7 @@ import grp
 import logging
 import math
 import os
+import stat
 import sys
 import time
 from typing import Callable

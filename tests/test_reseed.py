@@ -92,7 +92,9 @@ def test_reseed_is_refused_to_another_uid(start_daemon, open_dir):
 @pytest.mark.skipif(os.geteuid() != 0, reason="-u needs root")
 def test_the_daemons_own_user_may_ask(start_daemon, open_dir):
     """After -u nobody, the daemon's user is nobody: nobody's request is its own, and allowed."""
-    d = start_daemon("-u", "nobody", socket=str(open_dir / "egd.sock"), config="[prngd]\nadmin_mode = 0666\n")
+    cfg = open_dir / "prngd.conf"  # where nobody may read it again at SIGHUP (tmp_path is root's, 0700)
+    cfg.write_text("[prngd]\nadmin_mode = 0666\n")
+    d = start_daemon("-u", "nobody", "-c", str(cfg), socket=str(open_dir / "egd.sock"))
     code, said = reseed_as_nobody(d.socket)
     assert code == 0, said
     assert said.startswith(f"prngd reseed: pid {d.pid}: pool reseeded") and "restore generation 1" in said
