@@ -33,7 +33,8 @@ from pathlib import Path
 
 from benchmarks import machine, report
 from benchmarks.loadgen import HERE, ROOT, LoadGenerator, compile_c
-from benchmarks.servers import PR, Server, baseline_argv, free_tcp_port, prngd_argv, probe_pr, raise_nofile
+from benchmarks.servers import (PR, Server, baseline_argv, compile_bytecode, free_tcp_port, prngd_argv, probe_pr,
+                               raise_nofile)
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     raise_nofile(max(8192, args.idle_conns * 2 + 256))
+    compile_bytecode()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"

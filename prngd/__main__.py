@@ -1,5 +1,6 @@
-"""`python3 -m prngd`: the command line."""
+"""`python3 -m prngd` and the `prngd` command: the command line."""
 
+import gc
 import sys
 
 
@@ -29,6 +30,21 @@ def _take_the_package_back() -> None:
 
 _take_the_package_back()
 
-from prngd.cli import main  # noqa: E402  (after the package is the real one)
+from prngd import startsignals  # noqa: E402  (after the package is the real one)
 
-sys.exit(main())
+
+def main() -> int:
+    # First of all, before the command line's imports: a signal during the
+    # start must stop it quietly, never as a traceback (prngd.startsignals).
+    startsignals.defer()
+    # What a start builds is not garbage: the collector would only walk it
+    # (a tenth of the imports' time).  The daemon turns it back on once
+    # serving, after freezing what the start built (prngd.server); a tool at once.
+    gc.disable()
+    from prngd.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

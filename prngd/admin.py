@@ -16,7 +16,9 @@ restore does, for root or the daemon's own user only (SO_PEERCRED): a socket
 opened to monitoring (admin_mode 0666) gives nobody else that.
 One request a connection, then close.  A request head may take 4 KiB and
 5 seconds; past that, or on garbage, the peer gets a 4xx and the connection
-closes; nothing a peer sends can stop the endpoint.
+closes; nothing a peer sends can stop the endpoint.  At most MAX_HANDLERS (8)
+connections are handled at once; one more is closed at once, with a
+rate-limited log line.
 
 `respond()` turns a request head into response bytes without I/O, so the rules
 are tested without sockets; `serve_admin()` only moves bytes.  `get_status()`
@@ -25,6 +27,7 @@ and `fetch_status()` are the client side, used by `prngd status`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -43,6 +46,9 @@ READ_TIMEOUT = 5.0  # seconds a peer has to send its request head
 WRITE_TIMEOUT = 5.0  # seconds a peer has to take the response
 DRAIN_TIMEOUT, DRAIN_LIMIT = 1.0, 1 << 16  # unread input taken before closing
 MAX_RESPONSE = 16 << 20  # what the client side reads at most
+MAX_HANDLERS = 8  # connections handled at once; the daemon keeps descriptors for them beside max_connections
+REFUSAL_LOG_PERIOD = 10.0
+ACCEPT_PAUSE = 0.1  # after accept failed for want of descriptors or memory
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = "application/json"
@@ -195,19 +201,63 @@ async def _handle(stream: trio.SocketStream, get_status: Callable[[], dict],
         log.exception("admin: error on a connection")
 
 
+class _Refusals:
+    """Connections refused for want of a handler: one log line at most every REFUSAL_LOG_PERIOD seconds."""
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+        self.unlogged = 0
+
+    def note(self, cap: int) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.last >= REFUSAL_LOG_PERIOD:
+            log.warning("admin: all %d handlers busy, %d connection(s) refused (logged at most every %g s)",
+                        cap, self.unlogged, REFUSAL_LOG_PERIOD)
+            self.last, self.unlogged = now, 0
+
+
 async def serve_admin(sock: trio.socket.SocketType, get_status: Callable[[], dict],
                       get_history: Callable[[], dict] | None = None, *, reseed: Reseed | None = None,
+                      max_handlers: int = MAX_HANDLERS,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer admin requests on `sock` (bound and listening) until cancelled.
 
     `get_status()` is called for each /status or /metrics request and returns
     the status dict; `get_history()` for each /history request (None: no
     /history); `reseed(uid)` for each allowed POST /reseed (None: 404).
-    The caller owns the socket's path and mode.
+    The caller owns the socket's path and mode.  At most `max_handlers`
+    connections are handled at once: one more is closed at once, so the
+    endpoint holds a bounded share of the daemon's descriptors.
     """
     listener = trio.SocketListener(sock)
-    await trio.serve_listeners(lambda stream: _handle(stream, get_status, get_history, reseed), [listener],
-                               task_status=task_status)
+    refusals = _Refusals()
+    busy = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal busy
+        try:
+            await _handle(stream, get_status, get_history, reseed)
+        finally:
+            busy -= 1
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                    raise
+                log.error("admin: accept failed: %s; retrying in %g s", e.strerror, ACCEPT_PAUSE)
+                await trio.sleep(ACCEPT_PAUSE)
+                continue
+            if busy >= max_handlers:
+                stream.socket.close()
+                refusals.note(max_handlers)
+                continue
+            busy += 1
+            nursery.start_soon(handle, stream)
 
 
 # ---------------------------------------------------------------- renderings

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import grp
 import logging
 import math
-import logging.handlers
 import os
 import stat
 import sys
 import time
 from typing import Callable
 
-from prngd import __version__, client, config, egd, kill, ownfile, privileges
+# What only -k or syslog use (prngd.kill, logging.handlers) is imported where
+# used: the daemon's start does not wait for it.
+from prngd import __version__, client, config, cryptobackend, egd, ownfile, privileges, startsignals
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel", "doctor")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -30,6 +32,11 @@ log = logging.getLogger("prngd")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in CLIENT_COMMANDS:
+        startsignals.restore()  # Ctrl-C stops a tool at once
+        gc.enable()  # off while the command started (prngd/__main__.py)
+        stop = startsignals.stop_requested()
+        if stop:  # while it was starting
+            return 128 + stop
         return tools_main(argv)
     return daemon_main(argv)
 
@@ -200,8 +207,9 @@ def setup_logging(settings: config.Settings, destination: str, file_handler: log
     for h in list(root.handlers):
         root.removeHandler(h)
     if destination == "syslog":
-        handler: logging.Handler = logging.handlers.SysLogHandler(
-            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        from logging.handlers import SysLogHandler
+
+        handler: logging.Handler = SysLogHandler(address=SYSLOG_SOCKET, facility=SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("prngd[%(process)d]: %(message)s"))
     elif destination == "stderr":
         handler = logging.StreamHandler(sys.stderr)
@@ -295,6 +303,8 @@ def daemon_main(argv: list[str]) -> int:
         print(f"prngd: {e}", file=sys.stderr)
         return 2
     if args.kill:
+        from prngd import kill
+
         return kill.kill_daemons(settings.resolved_sockets(), settings.pidfile)
 
     pinned = None
@@ -327,6 +337,8 @@ def daemon_main(argv: list[str]) -> int:
         new = load_settings(args, start_dir)
         return config.pin_defaults(new, pinned) if pinned is not None else new
 
+    if startsignals.stop_requested():
+        return 0  # SIGINT or SIGTERM while starting, and nothing touched yet: stop quietly
     destination = log_destination(settings)
     try:
         # Opened before detaching, so a log file that cannot be written is
@@ -354,6 +366,7 @@ def daemon_main(argv: list[str]) -> int:
 
     import trio
 
+    cryptobackend.use_ctypes()  # before the server's modules import pycryptodome
     from prngd.server import Daemon, StartupError
 
     try:

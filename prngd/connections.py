@@ -359,8 +359,13 @@ class Driver:
 
     # ------------------------------------------------------------ the loop
 
-    async def run(self, listeners) -> None:
-        """Serve until cancelled; cancellation closes every connection."""
+    async def run(self, listeners, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; cancellation closes every connection.
+
+        Started (`nursery.start`) once the first turn is over: the requests
+        queued in the listeners' backlogs while the daemon started are
+        answered before the work that can wait (prngd.tasks) begins.
+        """
         ep = self._ep = select.epoll()
         try:
             for lst in listeners:
@@ -371,10 +376,13 @@ class Driver:
             epfd = ep.fileno()
             heap = self.heap
             replies: list[tuple[Connection, bytes]] = []
-            events = None
+            events = poll(0, MAX_EVENTS) or None  # the first turn takes what queued during the start
             handled = 0  # events handled since the task last let the others run
             while True:
                 if events is None:
+                    if task_status is not None:
+                        task_status.started()
+                        task_status = None
                     wake_at = heap[0][0] if heap else INF
                     if self.paused:
                         wake_at = min(wake_at, *self.paused.values())

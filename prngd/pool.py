@@ -116,6 +116,7 @@ __all__ = [
     "NotSeeded",
     "ReseedRequired",
     "Pool",
+    "PoolProxy",
     "HmacDrbg",
     "ChaCha20Generator",
     "Accumulator",
@@ -804,6 +805,38 @@ class Pool:
             "detectors": self.detectors(),
             "pr_reseeds": self._refreshes,
         }
+
+
+class PoolProxy:
+    """What a worker thread may touch of a pool.
+
+    The pool is not thread-safe and lives in the trio thread.  Blocking file
+    work (seed saves, the exchange file) runs in worker threads, so it gets
+    bytes drawn beforehand and its additions are applied when it returns.
+    """
+
+    def __init__(self, pool: Pool, prefetch: int) -> None:
+        self.seeded = pool.seeded
+        self.entropy_bits = pool.entropy_bits
+        self._data = bytearray(pool.read(prefetch, allow_unseeded=True))
+        self._adds: list[tuple[str, bytes, float]] = []
+
+    def read(self, n: int, *, allow_unseeded: bool = False) -> bytes:
+        if n > len(self._data):
+            raise RuntimeError(f"PoolProxy holds {len(self._data)} bytes, {n} asked")
+        out = bytes(self._data[:n])
+        self._data[:n] = bytes(n)  # served bytes are not kept
+        del self._data[:n]
+        return out
+
+    def add(self, source: str, data: bytes, bits: float = 0) -> None:
+        self._adds.append((source, bytes(data), bits))
+
+    def apply(self, pool: Pool) -> None:
+        for source, data, bits in self._adds:
+            pool.add(source, data, bits)
+        self._adds.clear()
+        self._data[:] = bytes(len(self._data))
 
 
 def _reseed_pools_after_fork() -> None:

@@ -1,9 +1,13 @@
 """The daemon: one trio nursery owns the listeners, the connections and every background task.
 
-Start-up order is what makes the first byte safe: the pool is seeded from the
-kernel, the seed file is mixed in and replaced, and only then do the sockets
-open.  Shutdown is cancellation: stop accepting, let replies in flight finish
-(bounded), save the seed, remove the sockets.
+Start-up order is what makes the first byte safe: the sockets are bound (so
+clients queue from then on), the self-tests pass, the pool is seeded from the
+kernel, the seed file is mixed in and replaced, and only then is anything
+accepted.  What runs beside the connections (prngd.tasks: the sources, the
+savers, the admin endpoint) is imported and started once the first turn of
+requests is answered.  A SIGINT or SIGTERM at any instant of this stops it
+quietly (prngd.startsignals).  Shutdown is cancellation: stop accepting, let
+replies in flight finish (bounded), save the seed, remove the sockets.
 
 The connections are served by one task, `connections.Driver`, that drives
 every EGD connection as a state machine in one epoll set (see that module);
@@ -15,86 +19,48 @@ out of the collector's sight (see `_announce`).
 from __future__ import annotations
 
 import gc
-import resource
 import logging
 import os
+import resource
 import signal
 import time
-from functools import partial
 from typing import Callable
 
 import trio
 
-from prngd import __version__, egd, history, ownfile
+from prngd import (__version__, config, egd, exchange, history, ownfile, privileges, seedfile, selftest, startsignals,
+                   systemd, vmclock)
 from prngd.config import Settings
 from prngd.connections import Counters, Driver
+from prngd.identity import machine_identity
+from prngd.kernel import seed_from_kernel
 from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners
 from prngd.pidfile import remove_pidfile, write_pidfile
+from prngd.pool import Pool, PoolProxy
 
 log = logging.getLogger("prngd")
 
 SHUTDOWN_GRACE = 2.0
+ADMIN_HANDLERS = 8  # admin connections handled at once (prngd.admin refuses more): their own descriptors
+OWN_DESCRIPTORS = 64  # listeners, epoll, seed, log and exchange files, worker threads
 
 
-def make_pool(settings: Settings):
-    from prngd.pool import Pool
+def descriptors_wanted(settings: Settings) -> int:
+    """Descriptors for max_connections EGD clients, the admin handlers and the daemon's own files."""
+    return settings.max_connections + ADMIN_HANDLERS + OWN_DESCRIPTORS
 
+
+def make_pool(settings: Settings) -> Pool:
     return Pool(generator=settings.generator, drbg_hash=settings.drbg_hash,
                 prediction_resistance=settings.prediction_resistance, pool_bits=settings.pool_bits,
                 reseed_bits=settings.reseed_bits, reseed_interval=settings.reseed_interval)
 
 
-class PoolProxy:
-    """What a worker thread may touch of the pool.
-
-    The pool is not thread-safe and lives in the trio thread.  Blocking file
-    work (seed saves, the exchange file) runs in worker threads, so it gets
-    bytes drawn beforehand and its additions are applied when it returns.
-    """
-
-    def __init__(self, pool, prefetch: int) -> None:
-        self.seeded = pool.seeded
-        self.entropy_bits = pool.entropy_bits
-        self._data = bytearray(pool.read(prefetch, allow_unseeded=True))
-        self._adds: list[tuple[str, bytes, float]] = []
-
-    def read(self, n: int, *, allow_unseeded: bool = False) -> bytes:
-        if n > len(self._data):
-            raise RuntimeError(f"PoolProxy holds {len(self._data)} bytes, {n} asked")
-        out = bytes(self._data[:n])
-        self._data[:n] = bytes(n)  # served bytes are not kept
-        del self._data[:n]
-        return out
-
-    def add(self, source: str, data: bytes, bits: float = 0) -> None:
-        self._adds.append((source, bytes(data), bits))
-
-    def apply(self, pool) -> None:
-        for source, data, bits in self._adds:
-            pool.add(source, data, bits)
-        self._adds.clear()
-        self._data[:] = bytes(len(self._data))
-
-
-def _preload_modules() -> None:
-    """Import now every module of prngd the daemon may import later.
-
-    After a drop to -u USER the Python installation may be out of USER's
-    reach (a virtualenv under /root): what is not imported by then never will be.
-    """
-    import importlib
-    import pkgutil
-
-    import prngd
-
-    for module in pkgutil.iter_modules(prngd.__path__):
-        if module.name not in ("cli", "__main__"):  # nothing imports the command line
-            importlib.import_module(f"prngd.{module.name}")
-
-
 # ---------------------------------------------------------------- the daemon
 
 class Daemon:
+    admin_handlers = ADMIN_HANDLERS  # counted in descriptors_wanted()
+
     def __init__(self, settings: Settings, *, reload: Callable[[], Settings] | None = None,
                  on_ready: Callable[[], None] | None = None, pool=None) -> None:
         self.settings = settings
@@ -109,9 +75,10 @@ class Daemon:
         self.sources: list = []
         self.seed_state = None
         self.exchange_state = None  # an exchange.ExchangeState once the updater runs
+        self.kernel_seed: tuple[bool, float] | None = None  # (ready, bits) of the start seed, until booked
         self.history = history.History(settings.history_interval)
         self.connections = Driver(settings, self.pool, self.counters, self.pid_reply)
-        self._gather_scope: trio.CancelScope | None = None
+        self.gather_scope: trio.CancelScope | None = None  # the gatherers' (prngd.tasks), cancelled at SIGHUP
         self._pidfile: str | None = None  # written by us, removed at stop
         self._machine = None  # identity.Identity the seed file is bound to (read as root, before -u)
         self.vmclock = None  # a vmclock.VmClock the pool watches, where the machine has one
@@ -120,33 +87,33 @@ class Daemon:
 
     # ------------------------------------------------------------ start-up
 
-    def raise_fd_limit(self) -> None:
-        """Room for max_connections: the usual soft limit of 1024 descriptors is not."""
-        wanted = self.settings.max_connections + 64  # listeners, seed and log files, threads
+    def raise_fd_limit(self, settings: Settings | None = None) -> bool:
+        """Room for max_connections, the admin handlers and our own files: the usual soft limit of 1024 is not.
+
+        For `settings` (default: the daemon's).  Returns whether they fit
+        under the hard limit; at start a warning says when they do not.
+        """
+        settings = settings or self.settings
+        wanted = descriptors_wanted(settings)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY or soft >= wanted:
-            return
+            return True
         new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
         if new > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        if new < wanted:
+        if new < wanted and settings is self.settings:
             log.warning("only %d file descriptors allowed (hard limit): fewer than max_connections %d will fit",
-                        new, self.settings.max_connections)
+                        new, settings.max_connections)
+        return new >= wanted
 
     def seed_before_serving(self) -> None:
         """Everything that must happen before the first byte leaves."""
-        from prngd import sources
-
-        self.sources = sources.build_sources(self.settings)
         if self.settings.kernel:
             # Whenever the kernel's generator is ready this seeds the pool at
             # once, so 0x01 answers its full count from the first request.
-            kernel = next((s for s in self.sources if s.kind == "kernel"), None)
-            sources.seed_from_kernel(self.pool, self.settings.kernel_bytes, kernel)
+            self.kernel_seed = seed_from_kernel(self.pool, self.settings.kernel_bytes)
         path = self.settings.resolved_seedfile()
         if path:
-            from prngd import seedfile
-
             try:
                 self.seed_state = seedfile.load_and_replace(path, self.pool, self._machine)
             except seedfile.ForeignFile as e:
@@ -154,52 +121,51 @@ class Daemon:
 
     async def run(self, listeners: list[Listener] | None = None) -> None:
         """Serve until cancelled or signalled; always ends with a seed save."""
-        self.raise_fd_limit()
-        self._self_test()
-        self._check_runtime_dir()
-        if listeners is None:
-            from prngd import systemd
-
-            # Bound first, so a busy socket fails before the seed file is
-            # touched; nothing is accepted until the pool is seeded below.
-            listeners = open_listeners(self.settings, systemd.listen_fds())
-        self.listeners = listeners
-        try:
-            self._claim_files()
-        except BaseException:
-            close_listeners(listeners)
-            raise
         admin_sock = None
-        # The receiver stays open until the last seed save: a second SIGTERM
-        # during shutdown is queued here instead of killing us mid-save.
+        # Opened first: from here on SIGINT and SIGTERM wait in the receiver
+        # until the connections are served, then stop them as usual, and one
+        # that came earlier (prngd.startsignals) stops the start here.  It
+        # stays open until the last seed save: a second SIGTERM during
+        # shutdown is queued here instead of killing us mid-save.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as sigs:
             try:
+                stop = startsignals.stop_requested()
+                if stop:
+                    log.info("received %s while starting, stopping", stop.name)
+                    return
+                self.raise_fd_limit()
+                self._check_runtime_dir()
+                if listeners is None:
+                    # Bound first, so a busy socket fails before the seed file is
+                    # touched, and clients queue from here on while the start goes
+                    # on; nothing is accepted until the pool is seeded below.
+                    listeners = open_listeners(self.settings, systemd.listen_fds())
+                self.listeners = listeners
+                self._self_test()
+                self._claim_files()
                 # Root binds and writes what only root may; the seed file is
                 # then read and replaced as the user we switch to.
                 admin_sock = self._open_admin()
                 self._watch_vm_generation()  # the device may be root's only
                 if self.settings.resolved_seedfile():
-                    from prngd.identity import machine_identity
-
                     # Before the drop: the DMI product UUID is readable by root only.
                     self._machine = machine_identity()
                 self._drop_privileges()
                 self.seed_before_serving()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
                     if not self.pool.seeded:
                         self.pool.on_seeded = self._became_seeded
-                    await nursery.start(self._gatherers)
                     # Until shutdown cancels the nursery: cancelling it closes every connection.
-                    nursery.start_soon(self.connections.run, self.listeners)
-                    self._start_background(nursery, admin_sock)
+                    # Started once it has answered what queued during the start.
+                    await nursery.start(self.connections.run, self.listeners)
+                    # Only now: a stop drains a driver that has its listeners in hand.
+                    nursery.start_soon(self._signals, sigs, nursery.cancel_scope)
+                    self._tasks().start(self, nursery, admin_sock)
                     self._announce()
             finally:
                 await self._finish(admin_sock)
 
     def _self_test(self) -> None:
-        from prngd import selftest
-
         try:
             took = selftest.run()
         except selftest.SelfTestFailure as e:
@@ -207,8 +173,6 @@ class Daemon:
         log.debug("self-tests passed in %.1f ms", took * 1000)
 
     def _check_runtime_dir(self) -> None:
-        from prngd import config, privileges
-
         directory = config.fallback_runtime_dir_in_use(self.settings)
         if directory:
             try:
@@ -216,12 +180,22 @@ class Daemon:
             except privileges.PrivilegeError as e:
                 raise StartupError(str(e)) from None
 
+    def _tasks(self):
+        """prngd.tasks: what runs beside the connections, imported on first use.
+
+        Serving needs none of it (psutil, the sources, the admin endpoint: a
+        tenth of the start), so it is imported once the first
+        requests are answered, or before the drop to -u USER, after which the
+        Python installation may be out of USER's reach.
+        """
+        from prngd import tasks
+
+        return tasks
+
     def _drop_privileges(self) -> None:
         if not self.settings.user:
             return
-        from prngd import privileges, seedfile
-
-        _preload_modules()
+        self._tasks()
         try:
             user = privileges.lookup(self.settings.user)
             privileges.check_can_drop(user)
@@ -237,31 +211,17 @@ class Daemon:
         except OSError as e:
             raise StartupError(f"cannot switch to user {self.settings.user}: {e}") from None
 
-    def _start_background(self, nursery: trio.Nursery, admin_sock) -> None:
-        if self.seed_state is not None:
-            nursery.start_soon(self._seed_saver)
-        if self.settings.exchange_file:
-            nursery.start_soon(self._exchange_updater)
-        if admin_sock is not None:
-            from prngd import admin
-
-            nursery.start_soon(partial(admin.serve_admin, admin_sock, self.status, self.history.as_dict,
-                                       reseed=self.reseed_now))
-        nursery.start_soon(self._low_entropy_monitor)
-        nursery.start_soon(history.sample_every, self.history, self.status, lambda: self.settings.history_interval)
-        nursery.start_soon(self._clock_watch)
-
     def _announce(self) -> None:
         # Everything built so far lives as long as the daemon.  Moving it out of
         # the collector's sight turns ~20 ms full-collection pauses under load
         # into sub-millisecond ones (benchmarks: p99.9 of new-connection clients).
+        # The `prngd` command kept the collector off until now (prngd/__main__.py).
         gc.freeze()
+        gc.enable()
         self._served = True
         specs = ", ".join(dict.fromkeys(lst.spec for lst in self.listeners))
         log.info("serving on %s (generator %s, %s, entropy %d bits)", specs, self.pool.generator_name,
                  "seeded" if self.pool.seeded else "NOT seeded yet", self.pool.entropy_bits)
-        from prngd import systemd
-
         systemd.notify(f"READY=1\nSTATUS=serving on {specs}\nMAINPID={os.getpid()}")
         if self._on_ready:
             self._on_ready()
@@ -272,8 +232,6 @@ class Daemon:
         Either holding something prngd did not write stops the start (StartupError),
         leaving it as it was: a typo must cost nothing.
         """
-        from prngd import exchange
-
         if self.settings.exchange_file:
             problem = exchange.identify(self.settings.exchange_file)
             if problem:
@@ -294,8 +252,6 @@ class Daemon:
             return None
         self._admin_path = path
         if self.settings.user:
-            from prngd import privileges
-
             # The daemon's user must reach its own status (README, Munin): bound as root, given to that user.
             try:
                 privileges.give_socket(path, privileges.lookup(self.settings.user))
@@ -304,8 +260,6 @@ class Daemon:
         return trio.socket.from_stdlib_socket(raw)
 
     async def _finish(self, admin_sock) -> None:
-        from prngd import systemd
-
         systemd.notify("STOPPING=1")
         close_listeners(self.listeners)
         if admin_sock is not None:
@@ -322,11 +276,9 @@ class Daemon:
                 log.info("left %s in place: user %s may not remove them; the next start replaces them",
                          ", ".join(left), self.settings.user)
         if self.seed_state is not None:
-            from prngd import seedfile
-
             # Shutdown is already cancelling us; the last save must still run.
             with trio.CancelScope(shield=True):
-                await self._save_seed(seedfile)
+                await self.save_seed()
         if self._served:
             log.info("stopped")
 
@@ -338,96 +290,22 @@ class Daemon:
         log.info("pool seeded (entropy %d bits)", self.pool.entropy_bits)
         self.connections.wake()
 
-    async def _gatherers(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Runs the sources; SIGHUP restarts it with the reloaded ones."""
-        from prngd.gather import gather
-
-        task_status.started()
-        while True:
-            with trio.CancelScope() as scope:
-                self._gather_scope = scope
-                await gather(self.pool, self.sources, self.settings)
-                await trio.sleep_forever()
-
-    async def _save_seed(self, seedfile) -> bool:
+    async def save_seed(self) -> bool:
+        """Replace the seed file from the pool (in a worker thread); False if the save failed."""
         path = self.settings.resolved_seedfile()
         proxy = PoolProxy(self.pool, seedfile.SEED_BYTES)
         ok = await trio.to_thread.run_sync(seedfile.save, path, proxy, self.seed_state)
         proxy.apply(self.pool)
         return ok
 
-    async def _seed_saver(self) -> None:
-        from prngd import seedfile
-
-        while True:
-            await trio.sleep(self.settings.seed_save_interval)
-            await self._save_seed(seedfile)
-
-    async def _exchange_updater(self) -> None:
-        from prngd import exchange
-
-        while True:
-            path = self.settings.exchange_file
-            if path:
-                if self.exchange_state is None or self.exchange_state.path != path:
-                    self.exchange_state = exchange.ExchangeState(path)  # SIGHUP may name another file
-                proxy = PoolProxy(self.pool, exchange.EXCHANGE_SIZE)
-                await trio.to_thread.run_sync(exchange.update, path, proxy, self.exchange_state)
-                proxy.apply(self.pool)
-            await trio.sleep(self.settings.exchange_interval)
-
-    async def _low_entropy_monitor(self, period: float = 30.0, checks: int = 10) -> None:
-        # Operators asked to be told when entropy runs low.  Right after start
-        # the estimate is climbing, so only an estimate that *stays* under
-        # low_water_bits (`checks` checks in a row, 5 minutes by default) is
-        # reported, once per episode.  (A source failing its health tests is
-        # reported once by the sources module itself.)
-        under_for = 0
-        while True:
-            await trio.sleep(period)
-            if self.pool.entropy_bits < self.settings.low_water_bits:
-                under_for += 1
-                if under_for == checks:
-                    log.warning("entropy estimate has stayed below low_water_bits %d for %.0f s (now %d bits)",
-                                self.settings.low_water_bits, period * checks, self.pool.entropy_bits)
-            else:
-                if under_for >= checks:
-                    log.info("entropy estimate back to %d bits", self.pool.entropy_bits)
-                under_for = 0
-
     def _watch_vm_generation(self) -> None:
-        from prngd import vmclock
-
         device = self.settings.vmclock_device
         self.vmclock = vmclock.open_vmclock(vmclock.DEFAULT_DEVICE if device is None else device)
         if self.vmclock is not None:
             self.pool.watch_generation("vmclock", self.vmclock.generation)
 
-    async def _clock_watch(self, period: float = 5.0) -> None:
-        # A machine resumed from suspend, or a VM restored from a snapshot (maybe
-        # twice), holds the generator state of another moment.  The pool checks
-        # the clocks (and the VM generation counter) at each refill; this catches
-        # an idle daemon too.  One wakeup per period: idle CPU does not change.
-        async with trio.open_nursery() as nursery:
-            if self.vmclock is not None and self.vmclock.notifies:
-                nursery.start_soon(self._vmclock_notifications)
-            while True:
-                await trio.sleep(period)
-                await self._check_clocks()
-
-    async def _vmclock_notifications(self) -> None:
-        # The device is readable once the hypervisor changed the page (a restore
-        # among others): a restored idle daemon reseeds at once, not a period later.
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(self.vmclock.fd)
-            except OSError as e:  # a kernel whose vmclock cannot be polled: the period's checks remain
-                log.debug("vmclock %s cannot be polled (%s); checked every few seconds", self.vmclock.path, e)
-                return
-            self.vmclock.acknowledge()
-            await self._check_clocks()
-
-    async def _check_clocks(self) -> None:
+    async def check_clocks(self) -> None:
+        """The pool's clocks and VM generation looked at (prngd.tasks.clock_watch): a restore reseeds."""
         events = self.pool.check_clocks()
         if events:
             await self._restored(events)
@@ -442,9 +320,7 @@ class Daemon:
             return None
         # Copies of a restored VM also share the seed file on its disk:
         # each replaces it now with output of its own reseeded pool.
-        from prngd import seedfile
-
-        return await self._save_seed(seedfile)
+        return await self.save_seed()
 
     async def reseed_now(self, uid: int) -> str:
         """`prngd reseed` (the admin socket, asked by `uid`): what a detected restore does, now."""
@@ -464,9 +340,7 @@ class Daemon:
             if sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGUSR1:  # the summary `prngd status` prints, a log line a line
-                from prngd import summary
-
-                for line in summary.render(self.status(), self.history.as_dict()).splitlines():
+                for line in self._tasks().render_summary(self).splitlines():
                     log.info("statistics: %s", line)
 
     async def _drain(self) -> None:
@@ -481,8 +355,6 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration, keep every connection, reseed."""
-        from prngd import systemd
-
         systemd.notify("RELOADING=1")
         try:
             new = self._reload() if self._reload else self.settings
@@ -491,9 +363,13 @@ class Daemon:
             systemd.notify("READY=1")
             return
         old = self.settings
+        if new.max_connections > old.max_connections and not self.raise_fd_limit(new):
+            # Raised at start for the old cap; a new one past the hard limit would fail at accept.
+            log.warning("max_connections %d needs %d file descriptors, more than the hard limit %d: "
+                        "keeping max_connections %d", new.max_connections, descriptors_wanted(new),
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[1], old.max_connections)
+            new = new.replace(max_connections=old.max_connections)
         if new.exchange_file and new.exchange_file != old.exchange_file:
-            from prngd import exchange
-
             problem = exchange.identify(new.exchange_file)
             if problem:
                 log.error("reload failed, keeping the old configuration: exchange file %s", problem)
@@ -506,11 +382,9 @@ class Daemon:
         self.settings = new
         self.connections.configure(new)
         logging.getLogger().setLevel(new.log_level.upper())
-        from prngd import sources
-
-        self.sources = sources.build_sources(new, previous=self.sources)
-        if self._gather_scope is not None:
-            self._gather_scope.cancel()
+        self.sources = self._tasks().build_sources(self)
+        if self.gather_scope is not None:
+            self.gather_scope.cancel()
         self.pool.reseed()
         log.info("configuration reloaded (%d sources, max_connections %d), pool reseeded",
                  len(self.sources), new.max_connections)

@@ -39,6 +39,7 @@ from prngd import privileges
 from prngd.client import EGDClient, EGDError
 from prngd.gather import MAX_BACKOFF, Sample, Source, SourceError
 from prngd.health import HealthTestFailure, HealthTests, mcv_min_entropy
+from prngd.kernel import kernel_ready
 
 log = logging.getLogger("prngd.sources")
 
@@ -54,19 +55,6 @@ COMMAND_CAP_BITS = 16.0
 _MASK64 = (1 << 64) - 1
 
 
-def kernel_ready() -> bool:
-    """Whether the kernel's CRNG is initialised: getrandom(1, GRND_NONBLOCK) succeeds.
-
-    Without getrandom (very old kernels, seccomp filters) readiness cannot be
-    told, and we answer False: kernel bytes are then mixed but not credited.
-    """
-    try:
-        os.getrandom(1, os.GRND_NONBLOCK)
-    except (AttributeError, OSError):  # BlockingIOError: not ready yet; ENOSYS: no getrandom
-        return False
-    return True
-
-
 class KernelSource(Source):
     """getrandom() output: full credit once the kernel says its generator is seeded, none before.
 
@@ -76,9 +64,10 @@ class KernelSource(Source):
     """
 
     kind = "kernel"
-    # Its sample at start is seed_from_kernel's, taken just before serving
-    # (the server calls it whenever this source is configured): gather
-    # samples it first after an interval, not a second time at once.
+    # Its sample at start is prngd.kernel.seed_from_kernel's, taken just
+    # before serving (the server calls it whenever this source is
+    # configured, and books it here with `book`): gather samples it first
+    # after an interval, not a second time at once.
     sample_at_start = False
 
     def __init__(self, nbytes: int = 32, interval: float = 60.0, name: str = "kernel"):
@@ -91,27 +80,14 @@ class KernelSource(Source):
         data = os.urandom(self.nbytes)
         return Sample(data, 8.0 * len(data) if self.ready else 0.0)
 
+    def book(self, ready: bool, bits: float) -> None:
+        """Count the start seed (seed_from_kernel's) as this source's first sample."""
+        self.ready = ready
+        self.samples += 1
+        self.credited_bits += bits
+
     def stats(self) -> dict:
         return {**super().stats(), "kernel_ready": self.ready, "bytes": self.nbytes}
-
-
-def seed_from_kernel(pool, nbytes: int = 32, source: KernelSource | None = None) -> bool:
-    """Add `nbytes` from the kernel to `pool` before anything is served; credited only if the kernel is ready.
-
-    Booked as `source`'s first sample when given, so status shows the start
-    credit under the kernel source rather than "0 samples, 0 bits".
-    """
-    ready = kernel_ready()
-    data = os.urandom(nbytes)
-    bits = 8.0 * len(data) if ready else 0.0
-    pool.add("kernel", data, bits)
-    if source is not None:
-        source.ready = ready
-        source.samples += 1
-        source.credited_bits += bits
-    log.debug("kernel seed: %d bytes, %.2f bits credited%s", len(data), bits,
-              "" if ready else " (kernel generator not ready)")
-    return ready
 
 
 # ---- system statistics

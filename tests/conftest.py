@@ -32,7 +32,7 @@ class Daemon:
     """A prngd process; its stderr is collected line by line in a thread."""
 
     def __init__(self, args: list[str], socket_path: str | None, env: dict | None = None, cwd=None,
-                 wrapper: tuple[str, ...] = ()):
+                 wrapper: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None):
         """`wrapper`: a command that runs the daemon's (bwrap ... --): signals then reach the wrapper."""
         self.args = args
         self.socket = socket_path
@@ -44,7 +44,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "prngd", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, cwd=cwd, text=True, errors="replace",
+            env=full_env, cwd=cwd, text=True, errors="replace", preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
@@ -114,14 +114,14 @@ def start_daemon(tmp_path):
     """Start `python -m prngd -f [args] SOCKET` and wait until it serves.
 
     Returns a factory: start_daemon(*args, socket=None, config=None, seed=False,
-    env=None, ready=True).  By default the daemon gets a socket in tmp_path, no
+    env=None, ready=True, preexec_fn=None).  By default the daemon gets a socket in tmp_path, no
     seed file (-n) unless seed is a path, and a config file written from the
     `config` text if given.  Every daemon started is killed at the end.
     """
     started: list[Daemon] = []
     counter = [0]
 
-    def factory(*args, socket=None, config=None, seed=None, env=None, ready=True, extra_sockets=()):
+    def factory(*args, socket=None, config=None, seed=None, env=None, ready=True, extra_sockets=(), preexec_fn=None):
         counter[0] += 1
         sock = socket or str(tmp_path / f"egd-{counter[0]}.sock")
         argv = ["-f"]
@@ -135,7 +135,7 @@ def start_daemon(tmp_path):
             argv += ["-s", str(seed)]
         argv += list(args)
         argv += [sock, *extra_sockets]
-        d = Daemon(argv, sock, env=env)
+        d = Daemon(argv, sock, env=env, preexec_fn=preexec_fn)
         started.append(d)
         if ready:
             d.wait_ready()

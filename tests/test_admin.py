@@ -479,3 +479,38 @@ def test_admin_socket_is_private_and_egd_socket_is_public(start_daemon, open_dir
 
     assert result["admin"] == errno.EACCES, "a non-owner must not reach the admin socket"
     assert result["egd"] == 32, "any local user may read from the EGD socket"
+
+
+def test_at_most_8_admin_connections_are_handled_at_once(start_daemon):
+    """Issue 20, finding 4: the endpoint's handlers are capped, so its descriptors are a bounded share."""
+    d = start_daemon()
+    path = config.admin_socket_for(d.socket)
+    holding = []
+    try:
+        for _ in range(8):  # each holds a handler while its request head is incomplete
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /status HTTP/1.0\r\n")
+            holding.append(s)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as ninth:
+            ninth.settimeout(10)
+            ninth.connect(path)
+            try:
+                ninth.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+                answer = ninth.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                answer = b""
+            assert answer == b"", "a ninth connection was served"
+        d.wait_for_line("all 8 handlers busy, 1 connection(s) refused")
+        for s in holding:  # the eight are still served
+            s.sendall(b"\r\n")
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.0 200 OK")
+            s.close()
+    finally:
+        for s in holding:
+            s.close()
+    assert egd_read(d.socket, 4)  # the EGD side never noticed

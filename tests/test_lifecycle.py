@@ -1,9 +1,13 @@
 """Signals on a real daemon: SIGHUP reloads, SIGTERM stops cleanly with the seed saved, SIGUSR1 reports."""
 
 import os
+import resource
 import signal
 
+import pytest
+
 from conftest import connect, egd_read, recv_exact
+from prngd import admin, config
 
 QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
 
@@ -35,6 +39,46 @@ def test_sighup_with_a_broken_file_keeps_the_old_settings(start_daemon):
     d.signal(signal.SIGHUP)
     d.wait_for_line("reload failed")
     assert len(egd_read(d.socket, 8)) == 8
+
+
+def _nofile(soft: int, hard: int):
+    def limit() -> None:  # in the daemon's process, before exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return limit
+
+
+def _soft_nofile(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        return int(next(line for line in f if line.startswith("Max open files")).split()[3])
+
+
+def _reload_max_connections(d, n: int) -> None:
+    cfg = d.args[d.args.index("-c") + 1]
+    with open(cfg, "w") as f:
+        f.write(QUIET + f"[prngd]\nmax_connections = {n}\n")
+    d.signal(signal.SIGHUP)
+    d.wait_for_line("configuration reloaded")
+
+
+@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] not in (resource.RLIM_INFINITY,)
+                    and resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 2000, reason="needs a hard limit of 2000")
+def test_sighup_raises_the_descriptor_limit_for_a_larger_max_connections(start_daemon):
+    """Issue 20, finding 9: the limit was raised at start only."""
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 100\n", preexec_fn=_nofile(200, 2000))
+    assert _soft_nofile(d.pid) == 200  # 100 + 8 admin handlers + 64 of its own fit already
+    _reload_max_connections(d, 1000)
+    assert _soft_nofile(d.pid) == 1000 + 8 + 64
+    assert admin.get_status(config.admin_socket_for(d.socket))["connections"]["max"] == 1000
+
+
+def test_sighup_keeps_max_connections_when_the_hard_limit_cannot_hold_the_new_one(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 100\n", preexec_fn=_nofile(200, 300))
+    _reload_max_connections(d, 1000)
+    d.wait_for_line("max_connections 1000 needs 1072 file descriptors, more than the hard limit 300: "
+                    "keeping max_connections 100")
+    assert admin.get_status(config.admin_socket_for(d.socket))["connections"]["max"] == 100
+    _reload_max_connections(d, 150)  # one that fits is taken
+    assert admin.get_status(config.admin_socket_for(d.socket))["connections"]["max"] == 150
 
 
 def test_sigusr1_logs_statistics(start_daemon):
@@ -100,12 +144,13 @@ class ScriptedPool:
 async def run_monitor(pool, seconds):
     import trio
 
+    from prngd import tasks
     from prngd.config import Settings
     from prngd.server import Daemon
 
     daemon = Daemon(Settings(low_water_bits=1024), pool=pool)
     with trio.move_on_after(seconds):
-        await daemon._low_entropy_monitor(period=30, checks=10)
+        await tasks.low_entropy_monitor(daemon, period=30, checks=10)
 
 
 async def test_low_entropy_is_reported_once_per_episode(caplog, autojump_clock):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from prngd import seedfile
+from prngd import seedfile, tasks
 from prngd.config import Settings
 from prngd.identity import Identity
 from prngd.pool import Pool
@@ -37,7 +37,7 @@ async def test_resume_is_logged_once_and_reseeds(caplog, autojump_clock):
     reseeds = pool.stats()["reseeds"]
     with trio.move_on_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(daemon._clock_watch)
+            nursery.start_soon(tasks.clock_watch, daemon)
             await suspend_then_restore()
             nursery.cancel_scope.cancel()
     lines = [r.getMessage() for r in caplog.records if "reseeded with fresh kernel randomness" in r.getMessage()]
@@ -59,7 +59,7 @@ async def test_a_restore_replaces_the_seed_file_at_once(tmp_path, autojump_clock
     on_disk = path.read_bytes()
     saves = daemon.seed_state.saves
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon._clock_watch)
+        nursery.start_soon(tasks.clock_watch, daemon)
         await trio.sleep(12)
         assert path.read_bytes() == on_disk  # nothing happened: no save
         clocks.real += 86400 * 10**9

@@ -32,7 +32,7 @@ class ForkedDaemon:
     """`prngd -f -n ARGS` as uid 65534 without XDG_RUNTIME_DIR, in a forked child; its output line by line."""
 
     def __init__(self, *args: str):
-        from prngd import cli, server
+        from prngd import cli, server, tasks  # noqa: F401 (imported as root: see below)
 
         def run(w: int) -> int:
             os.dup2(w, 1)
@@ -41,7 +41,8 @@ class ForkedDaemon:
             os.environ.pop("XDG_RUNTIME_DIR", None)
             return cli.main(["-f", "-n", *args])
 
-        server._preload_modules()  # after setuid this Python's own files may be unreadable
+        # cli, server and tasks import every module the daemon needs: after
+        # setuid this Python's own files may be unreadable.
         self.pid, r = fork_as_nobody(run)
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()

@@ -7,7 +7,10 @@ library would.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -110,3 +113,20 @@ def test_a_primitive_that_raises_is_named(monkeypatch):
     with pytest.raises(selftest.SelfTestFailure) as e:
         selftest.run()
     assert str(e.value) == "self-test failed: RFC 8439 ChaCha20 (section 2.4.2): ValueError: no such cipher"
+
+
+def test_the_daemon_loads_pycryptodome_through_ctypes_and_its_self_tests_pass():
+    """prngd.cryptobackend: the backend the daemon uses is the one its self-tests check; cffi stays importable."""
+    code = """
+from prngd import cryptobackend
+cryptobackend.use_ctypes()
+from prngd import selftest
+from Crypto.Util import _raw_api
+selftest.run()
+import importlib.util
+print(_raw_api.backend, importlib.util.find_spec("cffi") is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
+    assert out[0] == "ctypes"
+    assert out[1] == str(importlib.util.find_spec("cffi") is not None)  # as importable as before

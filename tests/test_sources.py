@@ -26,12 +26,12 @@ import trio
 import trio.testing
 
 from conftest import gone
-from prngd import health, sources
+from prngd import health, kernel, sources
 from prngd.config import Command, FileSource as FileSpec, Settings
 from prngd.gather import Sample, Source, SourceError, gather
 from prngd.health import HealthTestFailure
-from prngd.sources import (CommandSource, FileSource, JitterSource, KernelSource, SystemSource, build_sources,
-                           kernel_ready, seed_from_kernel)
+from prngd.kernel import kernel_ready, seed_from_kernel
+from prngd.sources import CommandSource, FileSource, JitterSource, KernelSource, SystemSource, build_sources
 
 
 # ---------------------------------------------------------------- helpers
@@ -179,11 +179,17 @@ def test_kernel_source_credits_only_when_ready(monkeypatch):
 
 def test_seed_from_kernel(monkeypatch):
     pool = FakePool()
-    assert seed_from_kernel(pool, 32) is True
+    assert seed_from_kernel(pool, 32) == (True, 256.0)
     assert [(n, len(d), b) for n, d, b in pool.calls] == [("kernel", 32, 256.0)]
-    monkeypatch.setattr(sources, "kernel_ready", lambda: False)
-    assert seed_from_kernel(pool, 16) is False
+    monkeypatch.setattr(kernel, "kernel_ready", lambda: False)
+    assert seed_from_kernel(pool, 16) == (False, 0.0)
     assert [(n, len(d), b) for n, d, b in pool.calls[1:]] == [("kernel", 16, 0.0)]
+
+
+def test_the_start_seed_is_booked_as_the_kernel_sources_first_sample():
+    src = KernelSource(32)
+    src.book(True, 256.0)
+    assert src.stats()["samples"] == 1 and src.stats()["credited_bits"] == 256.0 and src.ready
 
 
 # ---------------------------------------------------------------- system

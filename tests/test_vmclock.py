@@ -8,7 +8,7 @@ import struct
 
 import trio
 
-from prngd import seedfile, vmclock
+from prngd import seedfile, tasks, vmclock
 from prngd.config import Settings
 from prngd.identity import Identity
 from prngd.pool import Pool
@@ -122,7 +122,7 @@ async def test_daemon_reseeds_rewrites_the_seed_and_logs_one_line(tmp_path, capl
     saves = daemon.seed_state.saves
     reseeds = pool.stats()["reseeds"]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon._clock_watch)
+        nursery.start_soon(tasks.clock_watch, daemon)
         await trio.sleep(12)
         assert path.read_bytes() == on_disk
         restore(device, 101)
@@ -181,16 +181,16 @@ async def test_a_notifying_device_is_acted_on_at_once(caplog):
     daemon.vmclock = clock = NotifyingClock()
     pool.watch_generation("vmclock", clock.generation)
     checked = trio.Event()
-    check = daemon._check_clocks
+    check = daemon.check_clocks
 
     async def check_and_tell():
         await check()
         checked.set()
 
-    daemon._check_clocks = check_and_tell
+    daemon.check_clocks = check_and_tell
     with trio.fail_after(10):  # the period below is an hour: only the notification can do it
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(daemon._clock_watch, 3600)
+            nursery.start_soon(tasks.clock_watch, daemon, 3600)
             await trio.sleep(0)
             clock.restore(2)
             await checked.wait()
@@ -210,5 +210,5 @@ async def test_a_device_that_cannot_be_polled_falls_back_to_the_period(tmp_path,
     assert daemon.vmclock is not None and not daemon.vmclock.notifies  # a regular file never notifies
     daemon.vmclock.notifies = True  # as a kernel that says so but has no poll for it
     with trio.fail_after(10):
-        await daemon._vmclock_notifications()  # returns (epoll refuses a regular file): no spinning
+        await tasks.vmclock_notifications(daemon)  # returns (epoll refuses a regular file): no spinning
     assert any("cannot be polled" in r.getMessage() for r in caplog.records)
