@@ -5,7 +5,7 @@ kernel, the seed file is mixed in and replaced, and only then do the sockets
 open.  Shutdown is cancellation: stop accepting, let replies in flight finish
 (bounded), save the seed, remove the sockets.
 
-The connections are served by one task, `connections.Driver`, that drives
+The connections are served by one task, `driver.Driver`, that drives
 every EGD connection as a state machine in one epoll set (see that module);
 the admin socket, the sources, the savers and the signals are ordinary trio
 tasks beside it.  After start-up, `gc.freeze()` moves everything built so far
@@ -26,7 +26,7 @@ import trio
 
 from prngd import __version__, egd, history
 from prngd.config import Settings
-from prngd.connections import Counters, Driver
+from prngd.driver import Counters, Driver
 from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners
 from prngd.pidfile import remove_pidfile, write_pidfile
 
