@@ -58,6 +58,10 @@ ACCEPT_BURST = 64
 ACCEPT_PAUSE = 0.1  # after accept() fails for want of descriptors or memory
 MAX_EVENTS = 1024
 YIELD_EVERY = 256  # events handled before the driver lets trio's other tasks run
+# How long the driver may wait for one client's next request in epoll itself,
+# rather than in trio, once it has seen that no other task is runnable and no
+# timer is due (see `_spin_until`).  epoll's timeout is in milliseconds.
+SPIN_WINDOW = 0.001
 # Replies of one turn held back at most, to leave back to back (see the docstring).
 SEND_BATCH = 16
 
@@ -183,6 +187,7 @@ class Driver:
             replies: list[tuple[Connection, bytes]] = []
             events = None
             handled = 0  # events handled since the task last let the others run
+            spin_until = None  # until when this trip may wait in epoll itself (None: not asked yet)
             while True:
                 if events is None:
                     wake_at = heap[0][0] if heap else INF
@@ -198,6 +203,7 @@ class Driver:
                         self._wait_scope = None
                     self._wake = False
                     handled = 0
+                    spin_until = None
                     events = poll(0, MAX_EVENTS)
                 now = current_time()
                 accepting = None
@@ -243,13 +249,74 @@ class Driver:
                 # take them without a round trip through trio's scheduler, as
                 # long as the other tasks still get their turn soon.
                 handled += len(events)
-                events = (poll(0, MAX_EVENTS) or None) if handled < YIELD_EVERY else None
+                if handled >= YIELD_EVERY:
+                    events = None
+                elif len(events) == 1 and not self._wake:
+                    # One client (Postfix's tlsmgr, libgcrypt): its next request
+                    # comes within tens of microseconds.  Wait for it in epoll
+                    # itself, briefly and only while nothing else is due, rather
+                    # than pay trio's wait and scheduler round trip per request.
+                    conn = conns.get(events[0][0])
+                    events = poll(0, MAX_EVENTS) or None
+                    if events is None:
+                        if spin_until is None:
+                            spin_until = self._spin_until(now)
+                        if conn is not None and conn.mask == EPOLLIN and not conn.closed:
+                            events, served = self._serve_one(conn, spin_until, YIELD_EVERY - handled)
+                            handled += served
+                        else:
+                            left = spin_until - current_time()
+                            if left > 0:
+                                events = poll(left, MAX_EVENTS) or None
+                else:
+                    events = poll(0, MAX_EVENTS) or None
         finally:
             for conn in list(self.conns.values()):
                 self.close(conn)
             ep.close()
             self._ep = None
 
+
+    def _spin_until(self, now: float) -> float:
+        """Until when the driver may wait in its own epoll set: SPIN_WINDOW, if no other trio task is
+        runnable and neither trio's timers nor the driver's deadlines fall due sooner; else now."""
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+            return now
+        until = now + min(SPIN_WINDOW, stats.seconds_to_next_deadline)
+        if self.heap:
+            until = min(until, self.heap[0][0])
+        if self.paused:
+            until = min(until, *self.paused.values())
+        return until
+
+    def _serve_one(self, conn: Connection, until: float, budget: int) -> tuple[list | None, int]:
+        """Answer one client's requests as they come, waiting in epoll until `until`, at most `budget`
+        of them.  Returns the events of any other descriptor (or of this one wanting more than a
+        read), for the turn to handle, and how many requests were served."""
+        poll, current_time = self._ep.poll, trio.current_time
+        wanted = (conn.fd, EPOLLIN)
+        served = 0
+        while served < budget:
+            left = until - current_time()
+            if left <= 0:
+                break
+            events = poll(left, MAX_EVENTS)
+            if not events:
+                break
+            if len(events) != 1 or events[0] != wanted:
+                return events, served
+            now = current_time()
+            served += 1
+            try:
+                reply = self._readable(conn, now)
+                if reply is not None:
+                    self._send(conn, reply, now)
+            except Exception:
+                self._bug(conn)
+            if conn.closed or conn.mask != EPOLLIN:
+                break
+        return None, served
 
     def _send_all(self, replies: list[tuple[Connection, bytes]], now: float) -> None:
         """Send a turn's replies back to back (see the module docstring), and forget them."""

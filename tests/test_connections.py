@@ -766,3 +766,50 @@ async def test_shutdown_may_come_before_the_driver_runs_or_after_it_ends(tmp_pat
     listener.sock.close()
     await driver.drain(0.5)
     assert not driver.listeners
+
+
+async def test_one_busy_client_leaves_the_other_tasks_their_turn(tmp_path):
+    """The driver waits for one client's next request in its own epoll set, but only briefly: while
+    that client asks without pause, trio's timers and worker threads still come through."""
+    import threading
+
+    import trio
+
+    from prngd.listeners import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    driver = Driver(Settings(), CountingPool(), Counters(), PID_REPLY)
+    stop = threading.Event()
+    served = []
+
+    def busy_client():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            count = 0
+            while not stop.is_set():
+                s.sendall(b"\x02\x20")
+                recv_exact(s, 32)
+                count += 1
+            served.append(count)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            thread = threading.Thread(target=busy_client)
+            thread.start()
+            while driver.counters.requests[2] < 200:
+                await trio.sleep(0.001)
+            started = trio.current_time()
+            for _ in range(20):
+                await trio.sleep(0.005)  # a timer of another task
+                await trio.to_thread.run_sync(lambda: None)  # a worker thread's result coming back
+            took = trio.current_time() - started
+            ticks = driver.counters.requests[2]
+            stop.set()
+            await trio.to_thread.run_sync(thread.join)
+            nursery.cancel_scope.cancel()
+    listener.sock.close()
+    assert took < 2.0, took  # 20 x 5 ms, plus at most a short wait in epoll each
+    assert ticks > 200 and served and served[0] > 200  # the client was served all along
