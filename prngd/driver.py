@@ -258,16 +258,11 @@ class Driver:
                     # than pay trio's wait and scheduler round trip per request.
                     conn = conns.get(events[0][0])
                     events = poll(0, MAX_EVENTS) or None
-                    if events is None:
+                    if events is None and conn is not None and conn.mask == EPOLLIN and not conn.closed:
                         if spin_until is None:
                             spin_until = self._spin_until(now)
-                        if conn is not None and conn.mask == EPOLLIN and not conn.closed:
-                            events, served = self._serve_one(conn, spin_until, YIELD_EVERY - handled)
-                            handled += served
-                        else:
-                            left = spin_until - current_time()
-                            if left > 0:
-                                events = poll(left, MAX_EVENTS) or None
+                        events, served = self._serve_one(conn, spin_until, YIELD_EVERY - handled)
+                        handled += served
                 else:
                     events = poll(0, MAX_EVENTS) or None
         finally:
@@ -517,6 +512,7 @@ class Driver:
         # the C-level socket it is built on serves us as well.
         accept = sock._accept
         family = AF_UNIX if lst.is_unix else int(sock.family)
+        local = self.local.get(sock.fileno())
         for _ in range(ACCEPT_BURST):
             try:
                 fd, addr = accept()
@@ -534,7 +530,7 @@ class Driver:
             if family == AF_UNIX:
                 peer = peer_uid(csock)
             else:
-                peer = self._tcp_peer(csock, family, addr, self.local.get(sock.fileno()))
+                peer = self._tcp_peer(csock, family, addr, local)
             if not self._admit(csock, peer, now):
                 # A refusal ends the burst: the closes that may free a slot
                 # (already in the epoll set) are handled before the next accept.

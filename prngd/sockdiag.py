@@ -39,6 +39,7 @@ MESSAGE = struct.Struct("=BBBB" + "48x" + "IIIII")
 ERROR = struct.Struct("=i")
 # Header and inet_diag_msg in one: through the state, then the uid.
 ANSWER = struct.Struct("=IHHII" + "BB" + "2x48x12x" + "I")
+ANSWER_BUFFER = 256
 
 # TCP states whose kernel socket still knows its owner: a connection in
 # TIME_WAIT or still in the handshake is reported with uid 0, which must never
@@ -86,38 +87,37 @@ class SockDiag:
 
     def __init__(self) -> None:
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+            self.sock = socket.socket(socket.AF_NETLINK,
+                                      socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
                                       NETLINK_SOCK_DIAG)
         except OSError as e:
             raise Unavailable(e.errno, e.strerror) from None
         self.seq = 0
 
     def peer_uid(self, family: int, ours: tuple, theirs: tuple) -> int | None:
-        """The uid owning the socket at `theirs` connected to `ours`; None if it is gone."""
+        """The uid owning the socket at `theirs` connected to `ours`; None if it is gone.
+
+        The kernel answers while send() runs, so one recv() finds the answer;
+        none there means sock_diag does not work here.  Only the message's
+        fixed part is read: a buffer under 512 bytes (CPython's small objects)
+        cuts off the attributes after it, which nothing here reads.
+        """
         self.seq = seq = (self.seq + 1) & 0xFFFFFFFF
-        sock = self.sock
         try:
-            sock.send(encode_request(family, theirs, ours, seq))
-            while True:
-                try:
-                    data = sock.recv(8192, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    raise Unavailable(errno.ETIMEDOUT, "no answer from sock_diag") from None
-                if len(data) >= ANSWER.size:
-                    # The common answer, read at once: this socket, owned, in a state that knows its owner.
-                    _, kind, _, answer_seq, _, _, state, uid = ANSWER.unpack_from(data)
-                    if kind == SOCK_DIAG_BY_FAMILY and answer_seq == seq:
-                        return uid if state in OWNED_STATES else None
-                if len(data) >= HEADER.size and HEADER.unpack_from(data)[3] != seq:
-                    continue  # an answer left over from an earlier lookup
-                try:
-                    return decode_reply(data, seq)
-                except ValueError as e:
-                    raise Unavailable(errno.EBADMSG, f"malformed answer from sock_diag: {e}") from None
+            self.sock.send(encode_request(family, theirs, ours, seq))
+            data = self.sock.recv(ANSWER_BUFFER)
+        except BlockingIOError:
+            raise Unavailable(errno.ETIMEDOUT, "no answer from sock_diag") from None
         except OSError as e:
-            if isinstance(e, Unavailable):
-                raise
             raise Unavailable(e.errno, e.strerror) from None
+        if len(data) >= ANSWER.size:
+            _, kind, _, answer_seq, _, _, state, uid = ANSWER.unpack_from(data)
+            if kind == SOCK_DIAG_BY_FAMILY and answer_seq == seq:  # the common answer, read at once
+                return uid if state in OWNED_STATES else None
+        try:
+            return decode_reply(data, seq)
+        except ValueError as e:
+            raise Unavailable(errno.EBADMSG, f"malformed answer from sock_diag: {e}") from None
 
     def close(self) -> None:
         self.sock.close()
