@@ -20,6 +20,12 @@ machine) was a tenth of the daemon's time when every reply went out on its own
 between two reads; sent together, most replies find their reader awake.  A
 reply waits at most for the 15 before it.
 
+With one client (one persistent connection: Postfix's tlsmgr, libgcrypt),
+nothing is ready when a turn ends, and each request would pay trio's wait and
+scheduler round trip.  When trio has no other runnable task and no timer due,
+the driver waits for that client's next request in its own epoll set instead,
+for at most SPIN_WINDOW or the rest of YIELD_EVERY (`_serve_one`).
+
 Deadlines sit in a heap; an entry is pushed only when a connection's deadline
 moves earlier, and the task sleeps until the nearest.
 
@@ -270,7 +276,9 @@ class Driver:
                 self.close(conn)
             ep.close()
             self._ep = None
-
+            if self._diag is not _UNTRIED and self._diag is not None:
+                self._diag.close()
+                self._diag = _UNTRIED
 
     def _spin_until(self, now: float) -> float:
         """Until when the driver may wait in its own epoll set: SPIN_WINDOW, if no other trio task is
