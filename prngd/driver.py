@@ -309,14 +309,8 @@ class Driver:
                 break
             if len(events) != 1 or events[0] != wanted:
                 return events, served
-            now = current_time()
             served += 1
-            try:
-                reply = self._readable(conn, now)
-                if reply is not None:
-                    self._send(conn, reply, now)
-            except Exception:
-                self._bug(conn)
+            self._serve(conn, current_time())
             if conn.closed or conn.mask != EPOLLIN:
                 break
         return None, served
@@ -332,13 +326,21 @@ class Driver:
                     self._bug(conn)
         replies.clear()
 
-    def _event(self, conn: Connection, ev: int, now: float) -> None:
+    def _serve(self, conn: Connection, now: float) -> None:
+        """Read what the client sent and send the replies at once."""
         try:
-            if ev & EPOLLIN and conn.mask & EPOLLIN:
-                reply = self._readable(conn, now)
-                if reply is not None:
-                    self._send(conn, reply, now)
-            elif ev & EPOLLOUT and conn.out:
+            reply = self._readable(conn, now)
+            if reply is not None:
+                self._send(conn, reply, now)
+        except Exception:
+            self._bug(conn)
+
+    def _event(self, conn: Connection, ev: int, now: float) -> None:
+        if ev & EPOLLIN and conn.mask & EPOLLIN:
+            self._serve(conn, now)
+            return
+        try:
+            if ev & EPOLLOUT and conn.out:
                 self._flush(conn, now)
             elif ev & EPOLLHUP_ERR:
                 self.close(conn)  # gone while we were not reading it (parked or blocked)
@@ -607,12 +609,7 @@ class Driver:
             self._clock(conn, now)  # a connection that never speaks is idle from now
         # A connection-per-request client (OpenSSL, OpenSSH) has usually sent
         # its request already: answer it now rather than after a turn.
-        try:
-            reply = self._readable(conn, now)
-            if reply is not None:
-                self._send(conn, reply, now)
-        except Exception:
-            self._bug(conn)
+        self._serve(conn, now)
         return True
 
     def _catch_up(self, now: float) -> None:
