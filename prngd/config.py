@@ -150,11 +150,11 @@ class Settings:
     socket_mode: int = 0o666
     allow_remote: bool = False  # listen on non-loopback TCP addresses
     max_connections: int = 1024
-    max_connections_per_uid: int = 0  # one uid's (one TCP address's) share; 0: a quarter of max_connections
+    max_connections_per_uid: int = 0  # one uid's (a remote TCP address's) share; 0: a quarter of max_connections
     request_timeout: float = 10.0  # from a request's first byte to its last
     idle_timeout: float = 0.0  # 0: never (Postfix, libgcrypt keep connections for hours)
     trusted_uids: list[int] = field(default_factory=list)  # root is always trusted
-    trust_tcp: bool = False  # credit 0x03 writes from TCP peers
+    trust_tcp: bool = False  # credit 0x03 writes from TCP peers known only by their address
     pidfile: str | None = None
     admin_socket: str | None = None  # None: admin_socket_for(first socket); "" disables
     admin_mode: int = 0o600

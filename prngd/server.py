@@ -9,7 +9,7 @@ requests is answered.  A SIGINT or SIGTERM at any instant of this stops it
 quietly (prngd.startsignals).  Shutdown is cancellation: stop accepting, let
 replies in flight finish (bounded), save the seed, remove the sockets.
 
-The connections are served by one task, `connections.Driver`, that drives
+The connections are served by one task, `driver.Driver`, that drives
 every EGD connection as a state machine in one epoll set (see that module);
 the admin socket, the sources, the savers and the signals are ordinary trio
 tasks beside it.  After start-up, `gc.freeze()` moves everything built so far
@@ -31,7 +31,7 @@ import trio
 from prngd import (__version__, config, egd, exchange, history, ownfile, privileges, seedfile, selftest, startsignals,
                    systemd, vmclock)
 from prngd.config import Settings
-from prngd.connections import Counters, Driver
+from prngd.driver import Counters, Driver
 from prngd.identity import machine_identity
 from prngd.kernel import seed_from_kernel
 from prngd.listeners import Listener, StartupError, bind_unix, close_listeners, open_listeners

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
 import time
 
 import pytest
 
-from conftest import connect, egd_read, free_tcp_port, recv_exact
+from conftest import connect, egd_entropy, egd_read, fork_as_nobody, free_tcp_port, recv_exact
 from prngd import admin, config
 from prngd.config import Settings
-from prngd.connections import EPOLLIN, EPOLLOUT, INF, OUTPUT_LIMIT, Connection, Counters, Driver
+from prngd.admission import Admission
+from prngd.connection import INF, OUTPUT_LIMIT, Connection, Counters, Service
+from prngd.driver import EPOLLIN, EPOLLOUT, Driver
 
 QUIET = "[sources]\nsystem = no\njitter = no\nexternal_commands = no\nkernel_interval = 3600\n"
 
@@ -39,18 +42,33 @@ class CountingPool:
         self.adds.append((source, data, bits))
 
 
-def make_conn(pool=None, **settings) -> Connection:
-    driver = Driver(Settings(**settings), pool or CountingPool(), Counters(), b"\x0c" + b"%12d" % 4242)
-    return Connection(driver, None, 1000, True)
+PID_REPLY = b"\x0c" + b"%12d" % 4242
 
 
-def drain(conn: Connection) -> bytes:
+def make_service(pool=None, **settings) -> Service:
+    return Service(pool or CountingPool(), Counters(), PID_REPLY, Admission(Settings(**settings)))
+
+
+def make_conn(pool=None, **settings) -> tuple[Connection, Service]:
+    """A connection of uid 1000 and what its answers draw on: no driver, no socket."""
+    return Connection(None, 1000), make_service(pool, **settings)
+
+
+def drain(conn: Connection, svc: Service) -> bytes:
     """What a client reading everything would get."""
     got = bytearray()
     while conn.out:
         got += conn.take_output()
-        conn.answer()
+        conn.answer(svc)
     return bytes(got)
+
+
+def receive(conn: Connection, data: bytes, now: float, svc: Service) -> None:
+    """Bytes in, replies queued: a lone read's reply, returned at once, goes to `out` like the rest."""
+    reply = conn.receive(data, now, svc)
+    if reply is not None:
+        conn.out.append(reply)
+        conn.out_size += len(reply)
 
 
 STREAM = (b"\x02\xff" + b"\x01\x20" + b"\x00" + b"\x03\x00\x10\x03abc" + b"\x04" + b"\x02\x00" + b"\x01\x00"
@@ -59,60 +77,61 @@ REPLY_SIZE = 255 + 33 + 4 + 13 + 1 + 7
 
 
 def test_pipelined_requests_are_answered_in_order_in_one_batch():
-    conn = make_conn()
-    conn.receive(STREAM, now=0.0)
+    conn, svc = make_conn()
+    receive(conn, STREAM, 0.0, svc)
     assert [len(r) for r in conn.out] == [255, 33, 4, 13, 1, 7]
     assert conn.interest() == EPOLLIN | EPOLLOUT and conn.deadline == INF
     reply = conn.take_output()
     assert reply[:255] == bytes(i & 0xFF for i in range(255))
     assert reply[255] == 0x20 and reply[256:288] == bytes((255 + i) & 0xFF for i in range(32))
     assert reply[288:292] == (300).to_bytes(4, "big")
-    assert reply[292:305] == b"\x0c" + b"%12d" % 4242
+    assert reply[292:305] == PID_REPLY
     assert reply[305] == 0  # 01 00: a count of zero, as asked
-    assert conn.driver.pool.adds == [("egd-write-untrusted", b"abc", 0)]  # 03 with L = 0 adds nothing
-    assert conn.driver.counters.requests == [1, 2, 3, 2, 1]
+    assert svc.pool.adds == [("egd-write-untrusted", b"abc", 0)]  # 03 with L = 0 adds nothing
+    assert svc.counters.requests == [1, 2, 3, 2, 1]
     assert conn.interest() == EPOLLIN and conn.out_size == 0  # all taken: nothing left to send
 
 
 def test_a_stream_split_at_every_byte_gets_the_same_replies():
-    whole = make_conn()
-    whole.receive(STREAM, now=0.0)
-    expected = drain(whole)
+    whole, svc = make_conn()
+    receive(whole, STREAM, 0.0, svc)
+    expected = drain(whole, svc)
     for cut in range(1, len(STREAM)):
-        conn = make_conn()
-        conn.receive(STREAM[:cut], now=0.0)
-        conn.receive(STREAM[cut:], now=0.0)
-        assert drain(conn) == expected, cut
-    conn = make_conn()
+        conn, svc = make_conn()
+        receive(conn, STREAM[:cut], 0.0, svc)
+        receive(conn, STREAM[cut:], 0.0, svc)
+        assert drain(conn, svc) == expected, cut
+    conn, svc = make_conn()
     for i in range(len(STREAM)):
-        conn.receive(STREAM[i:i + 1], now=float(i))
-    assert drain(conn) == expected
+        receive(conn, STREAM[i:i + 1], float(i), svc)
+    assert drain(conn, svc) == expected
     assert len(expected) == REPLY_SIZE and conn.decoder.pending == 0
 
 
 def test_a_bad_byte_mid_stream_answers_what_came_before_then_closes():
-    conn = make_conn()
-    conn.receive(b"\x02\x04\x00\x09\x02\x05", now=0.0)
+    conn, svc = make_conn()
+    receive(conn, b"\x02\x04\x00\x09\x02\x05", 0.0, svc)
     assert [len(r) for r in conn.out] == [4, 4]  # the two requests before the bad byte
     assert conn.closing and conn.interest() == EPOLLOUT  # no more reading: send, then close
-    assert conn.driver.counters.protocol_errors == 1
+    assert conn.error == "unknown command byte 0x09"  # for the caller to log
+    assert svc.counters.protocol_errors == 1
     assert conn.deadline == INF
 
 
 def test_a_slow_reader_fills_its_queue_to_the_bound_and_reading_stops():
-    conn = make_conn()
+    conn, svc = make_conn()
     count = 1000
-    conn.receive(b"\x02\xff" * count, now=0.0)
+    receive(conn, b"\x02\xff" * count, 0.0, svc)
     assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255  # bounded, not 255 000 bytes
     assert conn.backlog and conn.interest() == EPOLLOUT  # read interest dropped while requests wait
-    assert conn.deadline == INF  # we are the ones not reading: no clock against the client
+    assert conn.deadline == INF  # nothing has failed to leave yet: no write clock
     first = conn.take_output()
-    conn.queue_rest(first, 1000)  # a partial send: the rest stays queued
+    conn.queue_rest(first, 1000, 1.0)  # a partial send: the rest stays queued
     assert conn.out_size == len(first) - 1000 and conn.interest() == EPOLLOUT
     rest = conn.out[0]
-    conn.answer()  # refilled from the waiting requests, up to the bound again
+    conn.answer(svc)  # refilled from the waiting requests, up to the bound again
     assert OUTPUT_LIMIT <= conn.out_size < OUTPUT_LIMIT + 255 and conn.interest() == EPOLLOUT
-    got = first[:1000] + drain(conn)
+    got = first[:1000] + drain(conn, svc)
     assert len(got) == 255 * count
     assert got == bytes(i & 0xFF for i in range(255 * count))  # in order, none lost or repeated
     assert rest == got[1000:len(first)]
@@ -120,47 +139,47 @@ def test_a_slow_reader_fills_its_queue_to_the_bound_and_reading_stops():
 
 
 def test_the_request_deadline_runs_from_the_first_byte_whatever_the_pace():
-    conn = make_conn(request_timeout=3.0)
-    conn.receive(b"\x03\x00\x08\xff", now=100.0)
+    conn, svc = make_conn(request_timeout=3.0)
+    receive(conn, b"\x03\x00\x08\xff", 100.0, svc)
     assert conn.deadline == 103.0
     for t in range(1, 3):
-        conn.receive(b"x", now=100.0 + t)  # a byte a second does not move it
+        receive(conn, b"x", 100.0 + t, svc)  # a byte a second does not move it
         assert conn.deadline == 103.0
-    assert conn.expired(102.9) is None
-    assert conn.expired(103.0) == "request incomplete after 3s"
+    assert conn.expired(102.9, svc.policy) is None
+    assert conn.expired(103.0, svc.policy) == "request incomplete after 3s"
 
 
 def test_a_completed_request_stops_the_clock_and_the_next_one_starts_its_own():
-    conn = make_conn(request_timeout=3.0)
-    conn.receive(b"\x03\x00\x08\x02a", now=10.0)
+    conn, svc = make_conn(request_timeout=3.0)
+    receive(conn, b"\x03\x00\x08\x02a", 10.0, svc)
     assert conn.deadline == 13.0
-    conn.receive(b"b\x02", now=12.0)  # completes the write; a new request starts now
+    receive(conn, b"b\x02", 12.0, svc)  # completes the write; a new request starts now
     assert conn.deadline == 15.0
-    conn.receive(b"\x10", now=14.0)
-    assert conn.deadline == INF and conn.expired(1e9) is None  # idle: kept forever (idle_timeout 0)
-    assert len(drain(conn)) == 16
+    receive(conn, b"\x10", 14.0, svc)
+    assert conn.deadline == INF and conn.expired(1e9, svc.policy) is None  # idle: kept forever (idle_timeout 0)
+    assert len(drain(conn, svc)) == 16
 
 
 def test_idle_timeout_closes_an_idle_connection():
-    conn = make_conn(idle_timeout=5.0)
-    conn.receive(b"\x00", now=1.0)
-    assert conn.deadline == 6.0 and conn.expired(6.0) == "idle"
-    conn.receive(b"\x00", now=4.0)  # activity moves it
+    conn, svc = make_conn(idle_timeout=5.0)
+    receive(conn, b"\x00", 1.0, svc)
+    assert conn.deadline == 6.0 and conn.expired(6.0, svc.policy) == "idle"
+    receive(conn, b"\x00", 4.0, svc)  # activity moves it
     assert conn.deadline == 9.0
 
 
 def test_a_blocking_read_before_seeding_parks_only_its_connection():
     pool = CountingPool(seeded=False)
-    conn = make_conn(pool)
-    other = Connection(conn.driver, None, 1001, True)
-    conn.receive(b"\x00\x02\x10\x01\x05\x04", now=0.0)
+    conn, svc = make_conn(pool)
+    other = Connection(None, 1001)
+    receive(conn, b"\x00\x02\x10\x01\x05\x04", 0.0, svc)
     assert [len(r) for r in conn.out] == [4]  # the 00 before the 02 is answered at once
-    assert conn.held is not None and conn.driver.parked == [conn]
+    assert conn.held is not None  # parked: for the driver to resume
     assert not conn.interest() & EPOLLIN  # parked: nothing more is read from it
-    other.receive(b"\x01\x20\x00", now=0.0)  # meanwhile another client is served
+    receive(other, b"\x01\x20\x00", 0.0, svc)  # meanwhile another client is served
     assert [bytes(r) for r in other.out] == [b"\x00", (300).to_bytes(4, "big")]
     pool.seeded = True
-    conn.resume()
+    conn.answer(svc)
     replies = [bytes(r) for r in conn.out]
     assert [len(r) for r in replies] == [4, 16, 6, 13]  # then the rest, in order
     assert replies[1] == bytes(range(16)) and replies[2] == b"\x05" + bytes(range(16, 21))
@@ -168,9 +187,10 @@ def test_a_blocking_read_before_seeding_parks_only_its_connection():
 
 
 def test_the_share_defaults_to_a_quarter_of_max_connections():
-    assert Driver(Settings(max_connections=64), CountingPool(), Counters(), b"").share == 16
-    assert Driver(Settings(max_connections=2), CountingPool(), Counters(), b"").share == 1
-    assert Driver(Settings(max_connections=64, max_connections_per_uid=5), CountingPool(), Counters(), b"").share == 5
+    assert Admission(Settings(max_connections=64)).share == 16
+    assert Admission(Settings(max_connections=2)).share == 1
+    assert Admission(Settings(max_connections=64, max_connections_per_uid=5)).share == 5
+    assert Driver(Settings(max_connections=64), CountingPool(), Counters(), b"").share == 16  # as the status reports it
 
 
 def test_a_negative_share_is_refused_in_one_line(tmp_path):
@@ -225,23 +245,29 @@ def _hold_as_nobody(path: str, count: int, ready_w: int, done_r: int) -> None:
     try:
         os.setgid(65534)
         os.setuid(65534)
-        socks, served = [], 0
+        socks = []
         for _ in range(count):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(10)
             s.connect(path)
             socks.append(s)
-        for s in socks:
-            try:
-                s.sendall(b"\x02\x01")
-                served += len(s.recv(1)) == 1
-            except OSError:
-                pass  # refused: closed at once
-        os.write(ready_w, b"%d\n" % served)
-        os.read(done_r, 1)  # hold them until the parent has checked
-        code = 0
+        code = _report_served(socks, ready_w, done_r)
     finally:
         os._exit(code)
+
+
+def _report_served(socks: list, w: int, done_r: int) -> int:
+    """Child: a 02 01 on each connection; write how many were answered, then hold them until the parent has checked."""
+    served = 0
+    for s in socks:
+        try:
+            s.sendall(b"\x02\x01")
+            served += len(s.recv(1)) == 1
+        except OSError:
+            pass  # refused: closed at once
+    os.write(w, b"%d\n" % served)
+    os.read(done_r, 1)
+    return 0
 
 
 def test_one_uid_cannot_take_every_slot(start_daemon):
@@ -307,6 +333,8 @@ def test_the_refusal_summary_counts_what_was_not_logged(start_daemon):
         for _ in range(10):
             with connect(d.socket) as over:
                 assert over.recv(1) == b""
+    d.signal(signal.SIGUSR1)  # its statistics lines come after the refusals' on the same stream
+    d.wait_for_line("statistics:")
     lines = [x for x in d.lines if "refusing connection from uid 0: all 1 connections in use" in x]
     assert len(lines) == 3  # the burst; the other 7 are summed up in the next window
 
@@ -333,39 +361,113 @@ def test_sigterm_lets_the_queued_replies_leave_whole(start_daemon):
     assert d.proc.wait(20) == 0
 
 
-def test_tcp_peers_count_as_one_user_per_source_address(start_daemon):
+def _tcp_as_nobody(port: int, w: int, done_r: int) -> int:
+    """Child, as uid 65534: two connections from each of 127.0.0.2..5; report how many were served, hold them."""
+    socks = []
+    for last in range(2, 6):
+        for _ in range(2):
+            s = socket.socket()  # not create_connection: the idna codec is out of this uid's reach
+            s.settimeout(10)
+            s.bind((f"127.0.0.{last}", 0))
+            s.connect(("127.0.0.1", port))
+            socks.append(s)
+    return _report_served(socks, w, done_r)
+
+
+def test_one_uid_cannot_take_every_slot_over_loopback_tcp(start_daemon):
+    """uid 65534 connects from four loopback addresses with max_connections 8: it gets its share of 2,
+    not all 8, and root's Unix client is served; root's TCP write is credited by its uid."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as a second uid")
     port = free_tcp_port()
     d = start_daemon(config=QUIET + "[prngd]\nmax_connections = 8\n", extra_sockets=[f"127.0.0.1:{port}"])
-    held = []
+    done_r, done_w = os.pipe()
+
+    def child(w: int) -> int:
+        os.close(done_w)
+        return _tcp_as_nobody(port, w, done_r)
+
+    pid, r = fork_as_nobody(child)
+    os.close(done_r)
     try:
-        for _ in range(2):  # a quarter of 8
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(b"\x02\x01")
-            recv_exact(s, 1)
-            held.append(s)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as over:
-            over.sendall(b"\x02\x01")
-            try:
-                assert over.recv(1) == b""  # closed at once
-            except ConnectionResetError:
-                pass
-        line = d.wait_for_line("refusing connection from 127.0.0.1")
+        with os.fdopen(r) as f:
+            served = int(f.readline())
+        assert served == 2  # a quarter of 8, whatever the source addresses
+        line = d.wait_for_line("refusing connection from uid 65534")
         assert "it holds 2 of its 2" in line
-        # Another source address is another user.
-        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as other:
-            other.sendall(b"\x02\x08")
-            assert len(recv_exact(other, 8)) == 8
+        assert len(egd_read(d.socket, 16)) == 16  # root is served over Unix
+        status = admin.get_status(config.admin_socket_for(d.socket))
+        assert status["connections"]["rejected_by_reason"] == {"global_cap": 0, "per_uid": 6}
+        # Root over TCP is root: exempt from the share, and its writes credited without trust_tcp.
+        before = egd_entropy(d.socket)
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as s:
+            s.sendall(b"\x03\x08\x00\xff" + os.urandom(255) + b"\x02\x01")
+            recv_exact(s, 1)  # the write was taken before this reply
+        assert egd_entropy(d.socket) > before
     finally:
-        for s in held:
-            s.close()
+        os.close(done_w)  # the child reads EOF and exits
+        _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    assert "sock_diag unavailable" not in d.log()
+
+
+async def test_without_sock_diag_loopback_tcp_peers_count_by_address(tmp_path, monkeypatch, caplog):
+    """Where sock_diag cannot answer, one warning, and each source address is one user (with its share)."""
+    import errno
+
+    import trio
+
+    from prngd import sockdiag
+    from prngd.egd import parse_address
+    from prngd.listeners import Listener, bind_tcp
+
+    def unavailable(self):
+        raise sockdiag.Unavailable(errno.EPROTONOSUPPORT, "Protocol not supported")
+
+    monkeypatch.setattr(sockdiag.SockDiag, "__init__", unavailable)
+    [lsock] = bind_tcp(parse_address(f"127.0.0.1:{free_tcp_port()}"), False)
+    port = lsock.getsockname()[1]
+    driver = Driver(Settings(max_connections=8), CountingPool(), Counters(), PID_REPLY)
+
+    def client(source: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+            s.sendall(b"\x02\x01")
+            try:
+                return s.recv(1)
+            except ConnectionResetError:
+                return b""
+
+    held = []
+
+    def hold(source: str) -> bytes:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        s.sendall(b"\x02\x01")
+        held.append(s)
+        return s.recv(1)
+
+    with caplog.at_level(logging.WARNING, logger="prngd"), trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [Listener("tcp", lsock, None, False)])
+            for _ in range(2):  # a quarter of 8
+                assert len(await trio.to_thread.run_sync(hold, "127.0.0.1")) == 1
+            assert await trio.to_thread.run_sync(client, "127.0.0.1") == b""  # over its share: closed at once
+            assert len(await trio.to_thread.run_sync(client, "127.0.0.2")) == 1  # another address, another user
+            nursery.cancel_scope.cancel()
+    for s in held:
+        s.close()
+    lsock.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("sock_diag unavailable" in m for m in messages) == 1, messages
+    assert any("refusing connection from 127.0.0.1: it holds 2 of its 2" in m for m in messages), messages
+    assert driver.counters.rejected_per_uid == 1
 
 
 def test_refusals_beyond_the_burst_are_summed_up_in_the_next_window(monkeypatch, caplog):
-    from prngd import connections
+    from prngd import driver
 
     clock = [1000.0]
-    monkeypatch.setattr(connections.time, "monotonic", lambda: clock[0])
-    limited = connections.RateLimitedLog(logging.getLogger("prngd.test"), burst=3,
+    monkeypatch.setattr(driver.time, "monotonic", lambda: clock[0])
+    limited = driver.RateLimitedLog(logging.getLogger("prngd.test"), burst=3,
                                          summary="%d more connections refused")
     with caplog.at_level(logging.WARNING, logger="prngd.test"):
         for i in range(10):
@@ -424,27 +526,30 @@ async def test_the_driver_wakes_parked_connections_and_closes_everything_when_ca
 
 def test_deadlines_of_closed_connections_do_not_pile_up():
     """idle_timeout with many short connections: the heap stays proportional to the open ones."""
+    import select
+
     driver = Driver(Settings(idle_timeout=60.0), CountingPool(), Counters(), b"")
+    driver._ep = select.epoll()
     kept = []
-    for i in range(2000):
-        a, b = socket.socketpair()
-        b.close()
-        conn = Connection(driver, a, 1000, True)
-        driver.conns[conn.fd] = conn
-        driver.held_by[1000] = driver.held_by.get(1000, 0) + 1
-        driver.counters.current += 1
-        conn.receive(b"\x00", now=float(i))
-        driver.schedule(conn)
-        if i % 100 == 0:
-            kept.append(conn)  # a few stay open
-        else:
+    try:
+        for i in range(2000):
+            ours, theirs = socket.socketpair()
+            assert driver._admit(ours, 1000, float(i))  # silent: idle from its accept
+            conn = driver.conns[ours.fileno()]
+            if i % 100 == 0:
+                kept.append((conn, theirs))  # a few stay open
+            else:
+                driver.close(conn)
+                theirs.close()
+        assert len(driver.heap) <= 2 * len(kept) + 65
+        assert sorted(at for at, _, c in driver.heap if not c.closed) == [60.0 + 100 * k for k in range(len(kept))]
+        driver._expire(60.0 + 1000)  # those opened at 0, 100, ..., 1000 have been idle 60 s by then
+        assert [c.closed for c, _ in kept] == [True] * 11 + [False] * 9
+    finally:
+        for conn, theirs in kept:
             driver.close(conn)
-    assert len(driver.heap) <= 2 * len(kept) + 65
-    assert sorted(at for at, _, c in driver.heap if not c.closed) == [60.0 + 100 * k for k in range(len(kept))]
-    driver._expire(60.0 + 1000)  # those opened at 0, 100, ..., 1000 have been idle 60 s by then
-    assert [c.closed for c in kept] == [True] * 11 + [False] * 9
-    for conn in kept:
-        driver.close(conn)
+            theirs.close()
+        driver._ep.close()
 
 
 def test_idle_timeout_closes_an_idle_connection_silently(start_daemon):
@@ -460,40 +565,40 @@ def test_idle_timeout_closes_an_idle_connection_silently(start_daemon):
 
 
 @pytest.mark.parametrize("idle_timeout", [0.0, 30.0])
-def test_the_drivers_shortcut_for_a_lone_read_answers_as_the_state_machine_does(idle_timeout):
-    """Driver._readable answers a lone `01 n`/`02 n` itself; replies, counters and deadlines match
-    Connection.receive's, including a read whose first byte came in an earlier chunk."""
+def test_the_shortcut_for_a_lone_read_answers_as_the_decoder_does(idle_timeout):
+    """Connection.receive answers a lone `01 n`/`02 n` without the decoder; through the driver and a
+    socket, replies, counters and deadlines match the decoder's path (feed, answer, set_deadline),
+    including a read whose first byte came in an earlier chunk."""
     import select
 
     # b"\x01\x02" after a lone b"\x02" is `02 01` and half of the next read, not a `01 02`.
     chunks = [b"\x02\xff", b"\x01\x20", b"\x02\x00", b"\x01\x00", b"\x00", b"\x02", b"\x01\x02", b"\x07",
               b"\x01\x07", b"\x02\x01", b"\x04\x02\x03"]
-    reference = make_conn(idle_timeout=idle_timeout)
-    driver = Driver(Settings(idle_timeout=idle_timeout), CountingPool(), Counters(), b"\x0c" + b"%12d" % 4242)
-    driver.seeded = True
+    reference, rsvc = make_conn(idle_timeout=idle_timeout)
+    driver = Driver(Settings(idle_timeout=idle_timeout), CountingPool(), Counters(), PID_REPLY)
+    driver.svc.seeded = True
     driver._ep = select.epoll()
     ours, theirs = socket.socketpair()
     try:
-        conn = Connection(driver, ours, 1000, True)
-        driver.conns[conn.fd] = conn
-        driver.held_by[1000] = 1
-        driver.counters.current = 1
-        driver._ep.register(conn.fd, EPOLLIN)
+        assert driver._admit(ours, 1000, 99.0)
+        conn = driver.conns[ours.fileno()]
         for i, chunk in enumerate(chunks):
             now = 100.0 + i
-            reference.receive(chunk, now)
-            want = drain(reference)
+            reference.decoder.feed(chunk)
+            reference.answer(rsvc)
+            reference.set_deadline(now, rsvc.policy)
+            want = drain(reference, rsvc)
             theirs.sendall(chunk)
             reply = driver._readable(conn, now)
             if reply is not None:
-                driver._send(conn, reply)
+                driver._send(conn, reply, now)
             got = b""
             while len(got) < len(want):
                 got += theirs.recv(4096)
             assert got == want, f"chunk {i} {chunk.hex()}"
-            assert (conn.deadline, conn.in_request) == (reference.deadline, reference.in_request), f"chunk {i}"
-        assert driver.counters.requests == reference.driver.counters.requests
-        assert driver.counters.bytes_served == reference.driver.counters.bytes_served
+            assert (conn.deadline, conn.request_since) == (reference.deadline, reference.request_since), f"chunk {i}"
+        assert driver.counters.requests == rsvc.counters.requests
+        assert driver.counters.bytes_served == rsvc.counters.bytes_served
         theirs.setblocking(False)
         with pytest.raises(BlockingIOError):
             theirs.recv(1)  # nothing more than the reference's replies
@@ -527,7 +632,7 @@ async def test_a_turns_replies_leave_together_and_a_short_send_queues_the_rest(t
     nothing until it has asked for more than the kernel holds gets every byte, in order."""
     import trio
 
-    from prngd.connections import SEND_BATCH
+    from prngd.driver import SEND_BATCH
     from prngd.listeners import Listener, bind_unix
 
     path = str(tmp_path / "egd.sock")
@@ -567,3 +672,144 @@ async def test_a_turns_replies_leave_together_and_a_short_send_queues_the_rest(t
     for s in clients + [slow]:
         s.close()
     listener.sock.close()
+
+
+# ---------------------------------------------------------------- every connection has a deadline
+
+def test_idle_timeout_closes_a_connection_that_never_sends_a_byte(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nidle_timeout = 1\n")
+    with connect(d.socket, timeout=10) as silent:
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the daemon, not by our 10 s timeout
+        assert 0.8 < time.monotonic() - started < 6
+    assert len(egd_read(d.socket, 8)) == 8
+    assert "closing connection" not in d.log()  # an idle close is not an error
+
+
+def test_a_client_that_never_reads_is_closed_after_request_timeout_without_progress(start_daemon):
+    d = start_daemon(config=QUIET + "[prngd]\nrequest_timeout = 1\n")
+    greedy = connect(d.socket, timeout=10)
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    count = 4000  # ~1 MB of replies: far more than the socket buffers hold
+    greedy.sendall(b"\x02\xff" * count)
+    started = time.monotonic()
+    d.wait_for_line("closing connection: replies unread for 1s")
+    assert 0.8 < time.monotonic() - started < 10
+    status = admin.get_status(config.admin_socket_for(d.socket))
+    assert status["connections"]["current"] == 0  # its slot is free
+    got = 0
+    try:
+        while chunk := greedy.recv(65536):
+            got += len(chunk)
+    except ConnectionResetError:
+        pass  # our unread requests were discarded with the socket
+    greedy.close()
+    assert got < 255 * count  # cut off, not served
+    assert len(egd_read(d.socket, 8)) == 8
+
+
+def test_the_write_clock_restarts_with_every_progress():
+    conn, svc = make_conn(request_timeout=2.0)
+    receive(conn, b"\x02\xff" * 300, 10.0, svc)
+    assert conn.deadline == INF  # replies queued, none has failed to leave yet
+    data = conn.take_output()
+    conn.queue_rest(data, 0, 11.0)  # nothing left: the clock starts
+    conn.set_deadline(11.0, svc.policy)
+    assert conn.deadline == 13.0 and conn.expired(13.0, svc.policy) == "replies unread for 2s"
+    data = conn.take_output()
+    conn.queue_rest(data, 0, 12.5)  # still nothing: it keeps its start
+    conn.set_deadline(12.5, svc.policy)
+    assert conn.deadline == 13.0
+    data = conn.take_output()
+    conn.queue_rest(data, 1000, 12.9)  # progress
+    conn.set_deadline(12.9, svc.policy)
+    assert conn.deadline == 14.9 and conn.expired(13.0, svc.policy) is None
+    drain(conn, svc)
+    conn.set_deadline(15.0, svc.policy)
+    assert conn.deadline == INF  # all read: no clock
+
+
+async def test_shutdown_may_come_before_the_driver_runs_or_after_it_ends(tmp_path):
+    """stop_accepting() and drain() at any moment: before run() has its epoll set (the listener
+    already closed, as the daemon's shutdown does), and after run() has closed it."""
+    import trio
+    import trio.testing
+
+    from prngd.listeners import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    driver = Driver(Settings(), CountingPool(), Counters(), PID_REPLY)
+    driver.stop_accepting()
+    listener.sock.close()
+    await driver.drain(0.5)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            await trio.testing.wait_all_tasks_blocked()
+            assert not driver.listeners and driver.counters.current == 0
+            nursery.cancel_scope.cancel()
+    driver.stop_accepting()
+    await driver.drain(0.5)
+
+    # Started normally, stopped after its end: nothing is touched twice.
+    path2 = str(tmp_path / "egd2.sock")
+    listener = Listener(path2, bind_unix(path2, 0o600), path2, True)
+    driver = Driver(Settings(), CountingPool(), Counters(), PID_REPLY)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            await trio.testing.wait_all_tasks_blocked()
+            assert driver.listeners
+            nursery.cancel_scope.cancel()
+    driver.stop_accepting()
+    listener.sock.close()
+    await driver.drain(0.5)
+    assert not driver.listeners
+
+
+async def test_one_busy_client_leaves_the_other_tasks_their_turn(tmp_path):
+    """The driver waits for one client's next request in its own epoll set, but only briefly: while
+    that client asks without pause, trio's timers and worker threads still come through."""
+    import threading
+
+    import trio
+
+    from prngd.listeners import Listener, bind_unix
+
+    path = str(tmp_path / "egd.sock")
+    listener = Listener(path, bind_unix(path, 0o600), path, True)
+    driver = Driver(Settings(), CountingPool(), Counters(), PID_REPLY)
+    stop = threading.Event()
+    served = []
+
+    def busy_client():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            count = 0
+            while not stop.is_set():
+                s.sendall(b"\x02\x20")
+                recv_exact(s, 32)
+                count += 1
+            served.append(count)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run, [listener])
+            thread = threading.Thread(target=busy_client)
+            thread.start()
+            while driver.counters.requests[2] < 200:
+                await trio.sleep(0.001)
+            started = trio.current_time()
+            for _ in range(20):
+                await trio.sleep(0.005)  # a timer of another task
+                await trio.to_thread.run_sync(lambda: None)  # a worker thread's result coming back
+            took = trio.current_time() - started
+            ticks = driver.counters.requests[2]
+            stop.set()
+            await trio.to_thread.run_sync(thread.join)
+            nursery.cancel_scope.cancel()
+    listener.sock.close()
+    assert took < 2.0, took  # 20 x 5 ms, plus at most a short wait in epoll each
+    assert ticks > 200 and served and served[0] > 200  # the client was served all along

@@ -263,9 +263,10 @@ def test_untrusted_write_is_mixed_but_not_credited(start_daemon):
 
 
 def test_untrusted_peer_not_credited_unit():
-    """Peer uids as looked up at accept: only root and trusted_uids are credited."""
+    """Peers as identified at accept: only root and trusted_uids are credited, and an address only with trust_tcp."""
+    from prngd.admission import Admission
     from prngd.config import Settings
-    from prngd.connections import Connection, Counters, Driver
+    from prngd.connection import Connection, Counters, Service
 
     class RecordingPool:
         seeded, entropy_bits, generator_name = True, 300, "test"
@@ -276,11 +277,11 @@ def test_untrusted_peer_not_credited_unit():
         def add(self, source, data, bits=0):
             self.adds.append((source, data, bits))
 
-    def one_write(uid, trusted_uids):
+    def one_write(peer, trusted_uids, trust_tcp=False):
         pool = RecordingPool()
-        driver = Driver(Settings(trusted_uids=trusted_uids), pool, Counters(), b"")
-        conn = Connection(driver, None, uid, True)
-        conn.receive(b"\x03\x01\x00\x04abcd" + b"\x03\xff\xff\x01z", now=0.0)
+        svc = Service(pool, Counters(), b"", Admission(Settings(trusted_uids=trusted_uids, trust_tcp=trust_tcp)))
+        conn = Connection(None, peer)
+        conn.receive(b"\x03\x01\x00\x04abcd" + b"\x03\xff\xff\x01z", 0.0, svc)
         assert not conn.out  # writes have no reply
         return pool.adds
 
@@ -290,6 +291,11 @@ def test_untrusted_peer_not_credited_unit():
     assert [a[0] for a in untrusted] == ["egd-write-untrusted"] * 2
     assert [a[2] for a in one_write(1234, [1234])] == [32, 8]  # claims clamped to 8 x length
     assert [a[2] for a in one_write(0, [])] == [32, 8]
+    # A TCP peer known only by its address: credited with trust_tcp alone; a uid never by trust_tcp.
+    assert [a[2] for a in one_write("192.0.2.7", [])] == [0, 0]
+    assert [a[2] for a in one_write("192.0.2.7", [], trust_tcp=True)] == [32, 8]
+    assert [a[2] for a in one_write(1234, [], trust_tcp=True)] == [0, 0]
+    assert [a[2] for a in one_write(None, [], trust_tcp=True)] == [0, 0]  # a Unix peer of unknown uid
 
 
 def test_blocking_read_waits_for_seeding_without_holding_others(start_daemon):

@@ -1,12 +1,8 @@
-"""EGD connections: state machines in one epoll set, driven by one trio task.
+"""EGD connections driven by one trio task over one epoll set: the I/O, and nothing else.
 
-A connection is a `Connection`: the sans-IO decoder, the replies queued for it,
-its peer (uid, or TCP source address, read once at accept) and its deadline.
-Its logic is plain methods (`receive`, `answer`, `take_output`, `queue_rest`,
-`resume`, `interest`)
-that tests call without sockets.
-
-`Driver.run` is the only task.  It owns a `select.epoll` set holding the
+The rules live elsewhere: `connection.Connection` turns a client's bytes into
+replies and state, `admission.Admission` decides who may connect and for how
+long.  `Driver.run` is the only task.  It owns a `select.epoll` set holding the
 listeners and every connection, each registered once: read interest, write
 interest only while replies are queued, and no read interest while requests
 wait behind a full queue or for the pool's first seeding, so a client that
@@ -24,13 +20,18 @@ machine) was a tenth of the daemon's time when every reply went out on its own
 between two reads; sent together, most replies find their reader awake.  A
 reply waits at most for the 15 before it.
 
+With one client (one persistent connection: Postfix's tlsmgr, libgcrypt),
+nothing is ready when a turn ends, and each request would pay trio's wait and
+scheduler round trip.  When trio has no other runnable task and no timer due,
+the driver waits for that client's next request in its own epoll set instead,
+for at most SPIN_WINDOW or the rest of YIELD_EVERY (`_serve_one`).
+
 Deadlines sit in a heap; an entry is pushed only when a connection's deadline
-moves earlier, and the task sleeps until the nearest.  `request_timeout` runs
-from a request's first byte to its last whatever the pace of the bytes;
-`idle_timeout` (0: never) from the last request.  Fair share: one uid (TCP:
-one source address) holds at most `max_connections_per_uid` connections; root
-is exempt, as it could stop the daemon anyway and its clients (sshd) are the
-ones that must be served.
+moves earlier, and the task sleeps until the nearest.
+
+A peer is identified once, at accept: a Unix peer by its uid (SO_PEERCRED), a
+loopback TCP peer by the uid owning its socket (sock_diag, one netlink socket
+kept open), any other TCP peer by its address.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from __future__ import annotations
 import _socket
 import heapq
 import logging
-import math
 import select
 import socket
 import struct
@@ -46,27 +46,31 @@ import time
 
 import trio
 
-from prngd import egd
-from prngd.egd import encode_nonblocking
+from prngd import sockdiag
+from prngd.admission import GLOBAL_CAP, INF, Admission, describe_peer
+from prngd.connection import Connection, Counters, Service
+
+__all__ = ["Counters", "Driver", "RateLimitedLog"]
 
 log = logging.getLogger("prngd")
 
-# One read takes at most this much; with the output bound it keeps a
-# connection's memory well under 100 KiB whatever the client sends.  recv()
-# allocates the whole size before it shrinks the result: at most 448 bytes
-# (a bytes object under 512) come from CPython's small-object allocator, not
-# malloc, and still hold 224 pipelined two-byte requests.
+# One read takes at most this much (with connection.OUTPUT_LIMIT it bounds a
+# connection's memory).  recv() allocates the whole size before it shrinks the
+# result: at most 448 bytes (a bytes object under 512) come from CPython's
+# small-object allocator, not malloc, and still hold 224 pipelined two-byte requests.
 RECV_SIZE = 448
-OUTPUT_LIMIT = 65536
 # Accepted per listener per turn: a connect storm must not starve the clients already here.
 ACCEPT_BURST = 64
 ACCEPT_PAUSE = 0.1  # after accept() fails for want of descriptors or memory
 MAX_EVENTS = 1024
 YIELD_EVERY = 256  # events handled before the driver lets trio's other tasks run
+# How long the driver may wait for one client's next request in epoll itself,
+# rather than in trio, once it has seen that no other task is runnable and no
+# timer is due (see `_spin_until`).  epoll's timeout is in milliseconds.
+SPIN_WINDOW = 0.001
 # Replies of one turn held back at most, to leave back to back (see the docstring).
 SEND_BATCH = 16
 
-INF = math.inf
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLHUP_ERR = select.EPOLLHUP | select.EPOLLERR
 # Connections' descriptors stay in blocking mode: every recv and send passes
@@ -74,23 +78,9 @@ EPOLLHUP_ERR = select.EPOLLHUP | select.EPOLLERR
 DONTWAIT = socket.MSG_DONTWAIT
 # Plain ints: the socket module's enums cost a conversion per new connection.
 AF_UNIX, SOCK_STREAM = int(socket.AF_UNIX), int(socket.SOCK_STREAM)
+AF_VSOCK = int(getattr(socket, "AF_VSOCK", -1))
 UCRED = struct.Struct("=iii")  # struct ucred: pid, uid, gid (uid read signed, as before)
-
-
-class Counters:
-    __slots__ = ("current", "total", "rejected", "rejected_global_cap", "rejected_per_uid", "bytes_served",
-                 "requests", "protocol_errors", "sending")
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.total = 0
-        self.rejected = 0  # the sum of the two below
-        self.rejected_global_cap = 0
-        self.rejected_per_uid = 0
-        self.bytes_served = 0
-        self.requests = [0] * 5  # indexed by command byte
-        self.protocol_errors = 0
-        self.sending = 0  # connections with replies queued (shutdown waits for them)
+_UNTRIED = object()  # sock_diag before the first loopback TCP peer
 
 
 class RateLimitedLog:
@@ -124,173 +114,8 @@ def peer_uid(sock: socket.socket) -> int | None:
     return UCRED.unpack(creds)[1] if len(creds) == UCRED.size else None
 
 
-def describe_peer(peer) -> str:
-    if peer is None:
-        return "a peer of unknown uid"
-    return f"uid {peer}" if isinstance(peer, int) else str(peer)
-
-
-class Connection:
-    """One client: what it sent, what it is owed, and when it must be done."""
-
-    __slots__ = ("driver", "sock", "fd", "peer", "is_unix", "decoder", "out", "out_size", "held", "closing",
-                 "backlog", "mask", "deadline", "queued_at", "in_request", "closed", "pr")
-
-    def __init__(self, driver: Driver, sock: socket.socket | None, peer, is_unix: bool, pr: bool = False) -> None:
-        self.driver = driver
-        self.sock = sock
-        self.fd = sock.fileno() if sock is not None else -1
-        self.peer = peer  # uid (Unix; None if unknown) or source address (TCP)
-        self.is_unix = is_unix
-        self.decoder = egd.Decoder()
-        self.out: list[bytes] = []  # replies not yet sent, in order
-        self.out_size = 0
-        self.held: egd.ReadBlocking | None = None  # a 02 waiting for the pool's first seeding
-        self.closing = False  # a protocol error: close once the replies before it are sent
-        self.backlog = False  # requests wait behind a full queue: read no more until they are answered
-        self.mask = EPOLLIN  # what the epoll set holds for it
-        self.deadline = INF
-        self.queued_at = INF  # the time of its entry in the driver's heap
-        self.in_request = False  # a request is half-received and its deadline runs
-        self.closed = False
-        self.pr = pr  # its listener's `,pr`: a reseed from the kernel before every read
-
-    # ------------------------------------------------------------ input
-
-    def receive(self, data: bytes, now: float) -> None:
-        """Bytes from the client: answer what is complete, then set the deadline."""
-        decoder = self.decoder
-        decoder.feed(data)
-        self.answer()
-        if self.deadline != INF or decoder.pending or self.driver.idle_timeout:
-            self.set_deadline(now)  # otherwise it stays what it is: none
-
-    def answer(self) -> None:
-        """Answer decoded requests in order, while the output bound and the pool's seeding allow."""
-        driver = self.driver
-        pool = driver.pool
-        counters = driver.counters
-        requests = counters.requests
-        out = self.out
-        size = self.out_size
-        next_request = self.decoder.next_request
-        seeded = driver.seeded  # it never goes back to False: ask the pool only until it is True
-        if not seeded:
-            seeded = driver.seeded = pool.seeded
-        req = self.held
-        self.held = None
-        try:
-            while size < OUTPUT_LIMIT:
-                if req is None:
-                    # next_request() rather than iteration: no StopIteration per read.
-                    req = next_request()
-                    if req is None:
-                        break
-                    self.in_request = False  # a request completed: the next one's clock starts afresh
-                    cmd = req.command
-                    requests[cmd] += 1
-                else:
-                    cmd = req.command
-                if cmd == 2:  # blocking read
-                    n = req.n
-                    if not n:
-                        req = None
-                        continue
-                    if not seeded:
-                        self.held = req  # parked: only this connection waits
-                        driver.park(self)
-                        break
-                    if self.pr:
-                        pool.refresh()
-                    reply = pool.read(n)
-                elif cmd == 1:  # non-blocking read: the full count once seeded
-                    if seeded:
-                        n = req.n
-                        if self.pr:
-                            pool.refresh()
-                        reply = encode_nonblocking(pool.read(n))
-                    else:
-                        # Only when even the kernel was not ready at start.
-                        reply = b"\x00"
-                        n = 0
-                elif cmd == 0:
-                    reply = egd.encode_entropy_level(pool.entropy_bits)
-                    n = 0
-                elif cmd == 4:
-                    reply = driver.pid_reply
-                    n = 0
-                else:  # write entropy: mixed always, credited only from trusted peers
-                    if req.data:
-                        trusted = driver.trusted(self)
-                        pool.add("egd-write" if trusted else "egd-write-untrusted", req.data,
-                                 min(req.bits, 8 * len(req.data)) if trusted else 0)
-                    req = None
-                    continue
-                req = None
-                counters.bytes_served += n
-                out.append(reply)
-                size += len(reply)
-            else:
-                self.backlog = True
-                self.out_size = size
-                return
-        except egd.ProtocolError as e:
-            # Requests before the bad byte are answered, then the close.
-            counters.protocol_errors += 1
-            driver.errors.warning("closing connection: %s", e)
-            self.closing = True
-        self.out_size = size
-        self.backlog = False
-
-    def resume(self) -> None:
-        """The pool is seeded: answer the parked 02 and whatever followed it."""
-        self.answer()
-
-    def set_deadline(self, now: float) -> None:
-        if self.held is not None or self.closing or self.backlog:
-            self.deadline = INF  # we are the ones not reading: no clock runs against the client
-            self.in_request = False
-            return
-        settings = self.driver.settings
-        if self.decoder.pending:
-            if not self.in_request:  # the first byte of a request: its whole deadline starts now
-                self.in_request = True
-                self.deadline = now + settings.request_timeout
-        elif settings.idle_timeout > 0:
-            self.deadline = now + settings.idle_timeout
-        else:
-            self.deadline = INF
-
-    # ------------------------------------------------------------ output
-
-    def take_output(self) -> bytes:
-        """Everything queued, in one piece, the queue emptied; what does not leave goes back with queue_rest()."""
-        out = self.out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.out_size = 0
-        return data
-
-    def queue_rest(self, data: bytes, n: int) -> None:
-        """Only `n` bytes of `data` (from take_output(), or a reply never queued) left: queue the rest first."""
-        rest = data[n:] if n else data
-        self.out.insert(0, rest)
-        self.out_size += len(rest)
-
-    def interest(self) -> int:
-        """What the epoll set should report for this connection."""
-        mask = EPOLLOUT if self.out else 0
-        if self.held is None and not self.closing and not self.backlog:
-            mask |= EPOLLIN
-        return mask
-
-    def expired(self, now: float) -> str | None:
-        """Why the deadline closes this connection now, or None if it does not."""
-        if self.deadline > now:
-            return None
-        if self.in_request:
-            return f"request incomplete after {self.driver.settings.request_timeout:g}s"
-        return "idle"
+def is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
 
 
 class Driver:
@@ -298,42 +123,38 @@ class Driver:
 
     def __init__(self, settings, pool, counters: Counters, pid_reply: bytes) -> None:
         self.pool = pool
-        self.seeded = False  # pool.seeded, once it is True
         self.counters = counters
-        self.pid_reply = pid_reply
+        self.policy = Admission(settings)
+        self.svc = Service(pool, counters, pid_reply, self.policy)
         self.errors = RateLimitedLog(logging.getLogger("prngd.protocol"))
         self.refusals = RateLimitedLog(logging.getLogger("prngd"), burst=3,
                                        summary="%d more connections refused")
-        self.configure(settings)
+        self.settings = settings
         self.conns: dict[int, Connection] = {}
-        self.held_by: dict = {}  # peer -> connections open
         self.listeners: dict[int, object] = {}  # fd -> Listener, while accepting
+        self.local: dict[int, tuple | None] = {}  # TCP listener fd -> its address (None: a wildcard)
         self.paused: dict[int, float] = {}  # listener fd -> when to accept again
-        self.parked: list[Connection] = []
+        self.parked: set[Connection] = set()
         self.heap: list[tuple[float, int, Connection]] = []
         self._seq = 0  # heap tie-breaker
         self._ep: select.epoll | None = None
+        self._diag = _UNTRIED
         self._wait_scope: trio.CancelScope | None = None
         self._wake = False
         self._drained: trio.Event | None = None
+        self.accepting = True  # until stop_accepting(), whenever that comes
         self.draining = False
 
     def configure(self, settings) -> None:
         """Take (re)loaded settings; open connections keep going."""
         self.settings = settings
-        self.idle_timeout = settings.idle_timeout
-        self.trusted_uids = frozenset([0, *settings.trusted_uids])
-        self.share = settings.max_connections_per_uid or max(1, settings.max_connections // 4)
+        self.policy.configure(settings)
 
-    def trusted(self, conn: Connection) -> bool:
-        if not conn.is_unix:
-            return self.settings.trust_tcp
-        return conn.peer in self.trusted_uids
+    @property
+    def share(self) -> int:
+        return self.policy.share
 
-    # ------------------------------------------------------------ what connections ask of the driver
-
-    def park(self, conn: Connection) -> None:
-        self.parked.append(conn)
+    # ------------------------------------------------------------ the heap of deadlines
 
     def wake(self) -> None:
         """Something outside the driver changed (the pool got seeded): take a turn now."""
@@ -368,9 +189,9 @@ class Driver:
         """
         ep = self._ep = select.epoll()
         try:
-            for lst in listeners:
-                self.listeners[lst.sock.fileno()] = lst
-                ep.register(lst.sock.fileno(), EPOLLIN)
+            if self.accepting:  # shutdown may have come before this task first ran
+                for lst in listeners:
+                    self._listen(lst)
             conns, listening = self.conns, self.listeners
             poll, wait_readable, current_time = ep.poll, trio.lowlevel.wait_readable, trio.current_time
             epfd = ep.fileno()
@@ -378,6 +199,7 @@ class Driver:
             replies: list[tuple[Connection, bytes]] = []
             events = poll(0, MAX_EVENTS) or None  # the first turn takes what queued during the start
             handled = 0  # events handled since the task last let the others run
+            spin_until = None  # until when this trip may wait in epoll itself (None: not asked yet)
             while True:
                 if events is None:
                     if task_status is not None:
@@ -396,6 +218,7 @@ class Driver:
                         self._wait_scope = None
                     self._wake = False
                     handled = 0
+                    spin_until = None
                     events = poll(0, MAX_EVENTS)
                 now = current_time()
                 accepting = None
@@ -412,7 +235,7 @@ class Driver:
                                 if reply is not None:
                                     replies.append((conn, reply))
                                     if len(replies) == SEND_BATCH:
-                                        self._send_all(replies)
+                                        self._send_all(replies, now)
                         else:
                             self._event(conn, ev, now)
                     elif fd in listening:
@@ -420,7 +243,7 @@ class Driver:
                 if replies:
                     # Before anything else reads a connection (_catch_up while
                     # accepting): a reply held here must leave before the next.
-                    self._send_all(replies)
+                    self._send_all(replies, now)
                 if accepting is not None:
                     # After the connections' events: slots freed by a close in
                     # this turn are free for the newcomers.
@@ -441,31 +264,92 @@ class Driver:
                 # take them without a round trip through trio's scheduler, as
                 # long as the other tasks still get their turn soon.
                 handled += len(events)
-                events = (poll(0, MAX_EVENTS) or None) if handled < YIELD_EVERY else None
+                if handled >= YIELD_EVERY:
+                    events = None
+                elif len(events) == 1 and not self._wake:
+                    # One client (Postfix's tlsmgr, libgcrypt): its next request
+                    # comes within tens of microseconds.  Wait for it in epoll
+                    # itself, briefly and only while nothing else is due, rather
+                    # than pay trio's wait and scheduler round trip per request.
+                    conn = conns.get(events[0][0])
+                    events = poll(0, MAX_EVENTS) or None
+                    if events is None and conn is not None and conn.mask == EPOLLIN and not conn.closed:
+                        if spin_until is None:
+                            spin_until = self._spin_until(now)
+                        events, served = self._serve_one(conn, spin_until, YIELD_EVERY - handled)
+                        handled += served
+                else:
+                    events = poll(0, MAX_EVENTS) or None
         finally:
             for conn in list(self.conns.values()):
                 self.close(conn)
             ep.close()
             self._ep = None
+            if self._diag is not _UNTRIED and self._diag is not None:
+                self._diag.close()
+                self._diag = _UNTRIED
 
-    def _send_all(self, replies: list[tuple[Connection, bytes]]) -> None:
+    def _spin_until(self, now: float) -> float:
+        """Until when the driver may wait in its own epoll set: SPIN_WINDOW, if no other trio task is
+        runnable and neither trio's timers nor the driver's deadlines fall due sooner; else now."""
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+            return now
+        until = now + min(SPIN_WINDOW, stats.seconds_to_next_deadline)
+        if self.heap:
+            until = min(until, self.heap[0][0])
+        if self.paused:
+            until = min(until, *self.paused.values())
+        return until
+
+    def _serve_one(self, conn: Connection, until: float, budget: int) -> tuple[list | None, int]:
+        """Answer one client's requests as they come, waiting in epoll until `until`, at most `budget`
+        of them.  Returns the events of any other descriptor (or of this one wanting more than a
+        read), for the turn to handle, and how many requests were served."""
+        poll, current_time = self._ep.poll, trio.current_time
+        wanted = (conn.fd, EPOLLIN)
+        served = 0
+        while served < budget:
+            left = until - current_time()
+            if left <= 0:
+                break
+            events = poll(left, MAX_EVENTS)
+            if not events:
+                break
+            if len(events) != 1 or events[0] != wanted:
+                return events, served
+            served += 1
+            self._serve(conn, current_time())
+            if conn.closed or conn.mask != EPOLLIN:
+                break
+        return None, served
+
+    def _send_all(self, replies: list[tuple[Connection, bytes]], now: float) -> None:
         """Send a turn's replies back to back (see the module docstring), and forget them."""
         send = self._send
         for conn, reply in replies:
             if not conn.closed:
                 try:
-                    send(conn, reply)
+                    send(conn, reply, now)
                 except Exception:
                     self._bug(conn)
         replies.clear()
 
-    def _event(self, conn: Connection, ev: int, now: float) -> None:
+    def _serve(self, conn: Connection, now: float) -> None:
+        """Read what the client sent and send the replies at once."""
         try:
-            if ev & EPOLLIN and conn.mask & EPOLLIN:
-                reply = self._readable(conn, now)
-                if reply is not None:
-                    self._send(conn, reply)
-            elif ev & EPOLLOUT and conn.out:
+            reply = self._readable(conn, now)
+            if reply is not None:
+                self._send(conn, reply, now)
+        except Exception:
+            self._bug(conn)
+
+    def _event(self, conn: Connection, ev: int, now: float) -> None:
+        if ev & EPOLLIN and conn.mask & EPOLLIN:
+            self._serve(conn, now)
+            return
+        try:
+            if ev & EPOLLOUT and conn.out:
                 self._flush(conn, now)
             elif ev & EPOLLHUP_ERR:
                 self.close(conn)  # gone while we were not reading it (parked or blocked)
@@ -490,29 +374,24 @@ class Driver:
         if not data:
             self.close(conn)
             return None
-        out = conn.out
-        cmd = data[0]
-        if len(data) == 2 and (cmd == 2 or cmd == 1) and data[1] and self.seeded and not out \
-                and not conn.decoder.pending:
-            # A lone read between requests, nothing queued: nearly every
-            # request there is.  Answered here, as Connection.answer would,
-            # without the decoder's round trip (about 15% of the CPU per reply).
-            n = data[1]
-            counters = self.counters
-            counters.requests[cmd] += 1
-            counters.bytes_served += n
-            if conn.deadline != INF or self.idle_timeout:
-                conn.set_deadline(now)
-                if conn.deadline < conn.queued_at:
-                    self.schedule(conn)
-            if conn.pr:
-                self.pool.refresh()
-            return self.pool.read(n) if cmd == 2 else encode_nonblocking(self.pool.read(n))
-        conn.receive(data, now)
+        reply = conn.receive(data, now, self.svc)
+        if reply is None:
+            return self._settle(conn, now)
+        if conn.deadline < conn.queued_at:
+            self.schedule(conn)
+        return reply
+
+    def _settle(self, conn: Connection, now: float) -> bytes | None:
+        """After requests went through the decoder: act on what the connection's state now says."""
+        if conn.error is not None:
+            self.errors.warning("closing connection: %s", conn.error)
+            conn.error = None
+        if conn.held is not None:
+            self.parked.add(conn)
         if conn.backlog:
             self._flush(conn, now)  # more requests wait behind a full queue
             return None
-        if out:
+        if conn.out:
             reply = conn.take_output()  # one read's replies in one send
         elif conn.closing:
             self.close(conn)
@@ -525,7 +404,7 @@ class Driver:
             self._update(conn)
         return reply
 
-    def _send(self, conn: Connection, reply: bytes) -> None:
+    def _send(self, conn: Connection, reply: bytes, now: float) -> None:
         """What _readable returned: send it, and queue what does not leave at once."""
         try:
             sent = conn.sock.send(reply, DONTWAIT)
@@ -535,16 +414,23 @@ class Driver:
             self._lost(conn, e)
             return
         if sent < len(reply):
-            conn.queue_rest(reply, sent)
+            conn.queue_rest(reply, sent, now)
+            self._clock(conn, now)
             self._update(conn)
         elif conn.closing:
             self.close(conn)
+        elif conn.write_since != INF and not conn.out:
+            self._clock(conn, now)  # the unread replies have left: their clock stops
+
+    def _clock(self, conn: Connection, now: float) -> None:
+        conn.set_deadline(now, self.policy)
+        self.schedule(conn)
 
     def _flush(self, conn: Connection, now: float) -> None:
         """Send what is queued; as the queue drains, answer the requests that waited behind it."""
         while True:
             if conn.out:
-                self._send(conn, conn.take_output())
+                self._send(conn, conn.take_output(), now)
                 if conn.closed:
                     return
                 if conn.out:
@@ -554,11 +440,12 @@ class Driver:
                 return
             if not conn.backlog or self.draining:
                 break
-            conn.answer()
+            conn.answer(self.svc)
+            if conn.held is not None:
+                self.parked.add(conn)
             if not conn.out:
                 break
-        conn.set_deadline(now)
-        self.schedule(conn)
+        self._clock(conn, now)
         self._update(conn)
 
     def _update(self, conn: Connection) -> None:
@@ -570,7 +457,8 @@ class Driver:
             if sending != bool(mask & EPOLLOUT):
                 self._sending_changed(1 if mask & EPOLLOUT else -1)
             conn.mask = mask
-            self._ep.modify(conn.fd, mask)
+            if self._ep is not None:
+                self._ep.modify(conn.fd, mask)
 
     def _sending_changed(self, delta: int) -> None:
         counters = self.counters
@@ -579,21 +467,19 @@ class Driver:
             self._drained.set()
 
     def _resume_parked(self, now: float) -> None:
-        parked, self.parked = self.parked, []
+        parked, self.parked = self.parked, set()
         for conn in parked:
             if conn.closed:
                 continue
             try:
-                conn.resume()
+                conn.answer(self.svc)
                 if conn.out:
                     self._flush(conn, now)
                 else:
-                    conn.set_deadline(now)
-                    self.schedule(conn)
+                    self._clock(conn, now)
                     self._update(conn)
             except Exception:
-                log.exception("unexpected error on a connection")
-                self.close(conn)
+                self._bug(conn)
 
     def _expire(self, now: float) -> None:
         heap = self.heap
@@ -602,7 +488,7 @@ class Driver:
             if conn.closed or at != conn.queued_at:
                 continue  # superseded by an earlier entry, or already closed
             conn.queued_at = INF
-            why = conn.expired(now)
+            why = conn.expired(now, self.policy)
             if why is None:
                 self.schedule(conn)  # the deadline moved later since this entry
             else:
@@ -622,15 +508,21 @@ class Driver:
         if conn.mask & EPOLLOUT:
             self._sending_changed(-1)
         del self.conns[conn.fd]
-        left = self.held_by[conn.peer] - 1
-        if left:
-            self.held_by[conn.peer] = left
-        else:
-            del self.held_by[conn.peer]
+        self.policy.release(conn.peer)
         self.counters.current -= 1
         conn.sock.close()  # also removes it from the epoll set
 
     # ------------------------------------------------------------ accepting
+
+    def _listen(self, lst) -> None:
+        fd = lst.sock.fileno()
+        if fd < 0:
+            return  # closed already: shutdown came first
+        self.listeners[fd] = lst
+        if not lst.is_unix:
+            name = lst.sock.getsockname()
+            self.local[fd] = None if name[0] in ("0.0.0.0", "::") else name
+        self._ep.register(fd, EPOLLIN)
 
     def _accept(self, lst, now: float) -> None:
         sock = lst.sock
@@ -639,6 +531,7 @@ class Driver:
         # the C-level socket it is built on serves us as well.
         accept = sock._accept
         family = AF_UNIX if lst.is_unix else int(sock.family)
+        local = self.local.get(sock.fileno())
         for _ in range(ACCEPT_BURST):
             try:
                 fd, addr = accept()
@@ -653,50 +546,82 @@ class Driver:
                 self._ep.unregister(sock.fileno())
                 self.paused[sock.fileno()] = now + ACCEPT_PAUSE
                 return
-            if not self._admit(csock, addr, lst.is_unix, now, lst.pr):
+            if family == AF_UNIX:
+                peer = peer_uid(csock)
+            elif family == AF_VSOCK:
+                # A VM guest is its context id, kept apart from uids (the share, root's exemption).
+                peer = f"vsock cid {addr[0]}"
+            else:
+                peer = self._tcp_peer(csock, family, addr, local)
+            if not self._admit(csock, peer, now, lst.pr):
                 # A refusal ends the burst: the closes that may free a slot
                 # (already in the epoll set) are handled before the next accept.
                 return
 
-    def _admit(self, csock: socket.socket, addr, is_unix: bool, now: float, pr: bool = False) -> bool:
+    def _tcp_peer(self, csock, family: int, addr: tuple, local: tuple | None):
+        """A loopback peer's uid, looked up once; a remote peer's address (or a loopback one's, failing that)."""
+        host = addr[0]
+        if not is_loopback(host):
+            return host
+        diag = self._diag
+        if diag is _UNTRIED:
+            diag = self._open_diag()
+        if diag is None:
+            return host
+        try:
+            uid = diag.peer_uid(family, local or csock.getsockname(), addr)
+        except sockdiag.Unavailable as e:
+            self._diag_unavailable(e)
+            return host
+        return host if uid is None else uid  # None: its socket is gone already
+
+    def _open_diag(self):
+        try:
+            self._diag = sockdiag.SockDiag()
+        except sockdiag.Unavailable as e:
+            self._diag_unavailable(e)
+        return self._diag
+
+    def _diag_unavailable(self, e: OSError) -> None:
+        log.warning("sock_diag unavailable (%s): loopback TCP peers are told apart by source address, "
+                    "not by uid", e.strerror or e)
+        if self._diag is not _UNTRIED and self._diag is not None:
+            self._diag.close()
+        self._diag = None
+
+    def _admit(self, csock: socket.socket, peer, now: float, pr: bool = False) -> bool:
         """Serve a new connection, or refuse it (False) when it is over a limit."""
         counters = self.counters
-        # A vsock peer is its context id, kept apart from uids (fair share, root's exemption).
-        peer = peer_uid(csock) if is_unix else addr[0] if isinstance(addr[0], str) else f"vsock cid {addr[0]}"
-        held = self.held_by.get(peer, 0)
-        if counters.current >= self.settings.max_connections or (held >= self.share and peer != 0):
+        policy = self.policy
+        if policy.refusal(peer) is not None:
             # Before refusing, take the closes that came in since this turn's
             # poll: a client that closes and reconnects at once gets its slot.
             self._catch_up(now)
-            held = self.held_by.get(peer, 0)
-        if counters.current >= self.settings.max_connections:
-            csock.close()
-            counters.rejected += 1
-            counters.rejected_global_cap += 1
-            self.refusals.warning("refusing connection from %s: all %d connections in use (max_connections)",
-                                  describe_peer(peer), self.settings.max_connections)
-            return False
-        if held >= self.share and peer != 0:
-            csock.close()
-            counters.rejected += 1
-            counters.rejected_per_uid += 1
-            self.refusals.warning("refusing connection from %s: it holds %d of its %d (max_connections_per_uid)",
-                                  describe_peer(peer), held, self.share)
-            return False
-        conn = Connection(self, csock, peer, is_unix, pr)
-        self.held_by[peer] = held + 1
+            refusal = policy.refusal(peer)
+            if refusal is not None:
+                csock.close()
+                counters.rejected += 1
+                if refusal == GLOBAL_CAP:
+                    counters.rejected_global_cap += 1
+                    self.refusals.warning("refusing connection from %s: all %d connections in use "
+                                          "(max_connections)", describe_peer(peer), policy.max_connections)
+                else:
+                    counters.rejected_per_uid += 1
+                    self.refusals.warning("refusing connection from %s: it holds %d of its %d "
+                                          "(max_connections_per_uid)", describe_peer(peer), policy.held(peer),
+                                          policy.share)
+                return False
+        conn = Connection(csock, peer, pr)
+        policy.admit(peer)
         counters.current += 1
         counters.total += 1
         self.conns[conn.fd] = conn
         self._ep.register(conn.fd, EPOLLIN)
+        if policy.idle_timeout:
+            self._clock(conn, now)  # a connection that never speaks is idle from now
         # A connection-per-request client (OpenSSL, OpenSSH) has usually sent
         # its request already: answer it now rather than after a turn.
-        try:
-            reply = self._readable(conn, now)
-            if reply is not None:
-                self._send(conn, reply)
-        except Exception:
-            self._bug(conn)
+        self._serve(conn, now)
         return True
 
     def _catch_up(self, now: float) -> None:
@@ -716,9 +641,12 @@ class Driver:
     # ------------------------------------------------------------ shutdown
 
     def stop_accepting(self) -> None:
+        """Accept no more connections; safe at any moment, before run() or after it."""
+        self.accepting = False
+        ep = self._ep
         for fd in self.listeners:
-            if self._ep is not None and fd not in self.paused:
-                self._ep.unregister(fd)
+            if ep is not None and not ep.closed and fd not in self.paused:
+                ep.unregister(fd)
         self.listeners.clear()
         self.paused.clear()
 
