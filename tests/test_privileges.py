@@ -37,6 +37,25 @@ ids = 0.01 /bin/sh -c "grep -E '^(Uid|Gid|Groups):' /proc/self/status > {out}; e
 """
 
 
+def in_child(work) -> str:
+    """What `work()` returns (or the exception it raises, as text) when run in a forked child:
+    for what the test process itself must not do, such as switching to nobody."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(w, work().encode())
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    return said
+
+
 def status_fields(path: str) -> dict[str, list[str]]:
     fields = {}
     with open(path) as f:
@@ -269,21 +288,14 @@ def test_a_drop_that_cannot_set_no_new_privs_is_refused_with_one_line(monkeypatc
     real_prctl = privileges._prctl
     monkeypatch.setattr(privileges, "_prctl", lambda option, *args: 0 if option == privileges.PR_SET_NO_NEW_PRIVS
                         else real_prctl(option, *args))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def drop() -> str:
         try:
             privileges.drop(privileges.lookup("nobody"))
-            os.write(w, b"dropped")
+            return "dropped"
         except privileges.PrivilegeError as e:
-            os.write(w, str(e).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        said = f.read().decode()
-    os.waitpid(pid, 0)
-    assert said == "after switching to nobody the process keeps privileges (NoNewPrivs 0); refusing to run"
+            return str(e)
+
+    assert in_child(drop) == "after switching to nobody the process keeps privileges (NoNewPrivs 0); refusing to run"
 
 
 @pytest.mark.parametrize("fields,wrong", [
@@ -336,22 +348,13 @@ def test_the_admin_socket_belongs_to_the_daemons_user(start_daemon, open_dir):
     # Asked as nobody: a forked child that becomes nobody (nobody cannot run root's python).
     from prngd import admin
 
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY.pw_gid)
-            os.setuid(NOBODY.pw_uid)
-            os.write(w, json.dumps(admin.get_status(str(admin_path), 10)).encode())
-        except BaseException as e:
-            os.write(w, f"{type(e).__name__}: {e}".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        answer = f.read().decode()
-    os.waitpid(child, 0)
+    def ask() -> str:
+        os.setgroups([])
+        os.setgid(NOBODY.pw_gid)
+        os.setuid(NOBODY.pw_uid)
+        return json.dumps(admin.get_status(str(admin_path), 10))
+
+    answer = in_child(ask)
     assert json.loads(answer)["pid"] == d.pid, answer
     assert d.stop() == 0
 
