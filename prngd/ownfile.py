@@ -24,6 +24,7 @@ Standard library only; imports nothing of prngd.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -35,6 +36,8 @@ SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
           stat.S_IFREG: "a regular file"}
+
+log = logging.getLogger("prngd")
 
 
 def describe(mode: int) -> str:
@@ -145,12 +148,23 @@ def clear_socket_path(path: str) -> str | None:
 def remove_stale_socket(path: str) -> bool:
     """At exit: remove the socket at `path` if nobody answers on it (ours, now closed).
 
-    A socket another server bound there meanwhile, or anything else, stays.  True if removed.
+    A socket another server bound there meanwhile, or anything else, stays (and
+    one line says why).  True if removed.
     """
     st = lstat(path)
-    if st is None or not stat.S_ISSOCK(st.st_mode) or _answered(path) is not None:
+    if st is None:
         return False
-    return _unlink(path)
+    why = f"it is {describe(st.st_mode)}" if not stat.S_ISSOCK(st.st_mode) else _answered(path)
+    if why is None:
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            why = f"it cannot be removed ({e.strerror})"
+    log.info("left %s in place: %s", path, why)
+    return False
 
 
 def _unlink(path: str) -> bool:

@@ -268,10 +268,9 @@ class Daemon:
         if self._pidfile:
             remove_pidfile(self._pidfile)
         if self.settings.user:
-            # After the drop, a socket or pidfile in a directory only root may
-            # write (/var/run) stays.
-            left = [p for p in [*(lst.path for lst in self.listeners), getattr(self, "_admin_path", None),
-                                self._pidfile] if p and os.path.lexists(p)]
+            # After the drop, a pidfile in a directory only root may write
+            # (/var/run) stays; sockets left say so themselves (ownfile).
+            left = [p for p in [self._pidfile] if p and os.path.lexists(p)]
             if left:
                 log.info("left %s in place: user %s may not remove them; the next start replaces them",
                          ", ".join(left), self.settings.user)

@@ -200,7 +200,7 @@ def test_a_directory_mount_outlives_a_daemon_restart(bwrap, start_daemon, tmp_pa
         assert served_by(client.ask("/run/egd-pool")) == first.pid
 
         assert first.stop() == 0
-        assert not os.path.exists(path), "the stopped daemon left its socket"
+        assert not os.path.exists(path), "the stopped daemon left its socket: " + first.log()
         assert client.ask(SOCKET).startswith("error: ")
         second = start_daemon(socket=path)
         assert second.pid != first.pid
