@@ -33,11 +33,12 @@ import logging
 import math
 import os
 import socket
-import struct
 import time
 from typing import Any, Awaitable, Callable
 
 import trio
+
+from prngd.peercred import peer_uid
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +159,11 @@ def _is_reseed(head: bytes) -> bool:
     return head.split(b"\n", 1)[0].split()[:2] == [b"POST", b"/reseed"]
 
 
-def _peer_uid(sock) -> int | None:
-    try:
-        return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-    except (OSError, struct.error):
-        return None
-
-
 async def _reseed_reply(stream: trio.SocketStream, reseed: Reseed | None) -> bytes:
     """`POST /reseed`: only root or the daemon's own user may make the daemon reseed and write."""
     if reseed is None:
         return _error(404)
-    uid, own = _peer_uid(stream.socket), os.geteuid()
+    uid, own = peer_uid(stream.socket), os.geteuid()
     if uid not in (0, own):
         log.warning("admin: reseed refused to uid %s: only root or the daemon's user (uid %d) may ask", uid, own)
         return _response(403, f"only root or the daemon's user (uid {own}) may ask for a reseed\n".encode())

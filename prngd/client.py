@@ -24,12 +24,12 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator, Iterable, Iterator
 
 from prngd import egd
+from prngd.peercred import peer_uid
 
 if TYPE_CHECKING:
     import trio  # imported where used: the blocking tools start faster without it
@@ -356,10 +356,7 @@ class EGDClient:
     def peer_uid(self) -> int | None:
         """The uid the server listened as (SO_PEERCRED of a Unix socket, from the kernel, not from the
         server's word); None on TCP, whose server cannot be identified this way."""
-        if not self.address.is_unix:
-            return None
-        _, uid, _ = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return uid
+        return peer_uid(self._sock) if self.address.is_unix else None
 
 
 # ---------------------------------------------------------------- trio client

@@ -18,7 +18,6 @@ import re
 import shutil
 import socket
 import stat
-import struct
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from prngd import client, config, egd, ownfile, seedfile
+from prngd.peercred import credentials
 
 # Where EGD clients look: OpenSSL's RAND_egd() defaults and --with-rand-seed=egd
 # list, PRNGD's and egd.pl's habits, and where examples/ puts the socket.
@@ -274,9 +274,10 @@ def _peer(path: str, timeout: float) -> tuple[int, int]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                          struct.calcsize("3i")))
-    return pid, uid
+        creds = credentials(s)
+    if creds is None:
+        raise OSError(f"{path}: the kernel gives no peer credentials")
+    return creds[0], creds[1]
 
 
 def _probe_socket(spec: str, timeout: float) -> tuple[str, dict]:

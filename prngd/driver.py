@@ -41,7 +41,6 @@ import heapq
 import logging
 import select
 import socket
-import struct
 import time
 
 import trio
@@ -49,6 +48,7 @@ import trio
 from prngd import sockdiag
 from prngd.admission import GLOBAL_CAP, INF, Admission, describe_peer
 from prngd.connection import Connection, Counters, Service
+from prngd.peercred import peer_uid
 
 __all__ = ["Counters", "Driver", "RateLimitedLog"]
 
@@ -79,7 +79,6 @@ DONTWAIT = socket.MSG_DONTWAIT
 # Plain ints: the socket module's enums cost a conversion per new connection.
 AF_UNIX, SOCK_STREAM = int(socket.AF_UNIX), int(socket.SOCK_STREAM)
 AF_VSOCK = int(getattr(socket, "AF_VSOCK", -1))
-UCRED = struct.Struct("=iii")  # struct ucred: pid, uid, gid (uid read signed, as before)
 _UNTRIED = object()  # sock_diag before the first loopback TCP peer
 
 
@@ -104,14 +103,6 @@ class RateLimitedLog:
             self.logger.warning(msg, *args)
         else:
             self.suppressed += 1
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
-    except OSError:
-        return None
-    return UCRED.unpack(creds)[1] if len(creds) == UCRED.size else None
 
 
 def is_loopback(host: str) -> bool:

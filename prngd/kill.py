@@ -14,11 +14,11 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 
 from prngd import client, egd
 from prngd.pidfile import cmdline, is_prngd_argv
+from prngd.peercred import credentials
 
 
 def kill_daemons(specs: list[str], pidfile: str | None = None, timeout: float = 30.0) -> int:
@@ -148,8 +148,8 @@ def _ask_pid(address: egd.Address) -> tuple[int, int | None]:
         if address.is_unix:
             # struct ucred of the process that called listen(); pid 0 when it
             # is in a pid namespace we cannot see.
-            pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            return said, pid
+            creds = credentials(sock)
+            return said, creds[0] if creds else 0
         return said, said if _holds_tcp_listener(said, sock.getpeername()) else None
 
 
