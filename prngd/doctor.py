@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from prngd import client, config, egd, ownfile, seedfile
+from prngd import client, config, egd, ownfile, privileges, seedfile
 from prngd.peercred import credentials
 
 # Where EGD clients look: OpenSSL's RAND_egd() defaults and --with-rand-seed=egd
@@ -503,12 +503,11 @@ UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "User", "DynamicUser"
 
 def _process_sandbox(pid: int) -> dict:
     """What confines a process: its uids, effective capabilities, no_new_privs and seccomp mode."""
-    status = dict(line.split(":", 1) for line in _read_text(f"/proc/{pid}/status", 1 << 16).splitlines()
-                  if ":" in line)
-    caps = int(status["CapEff"].strip(), 16)
+    status = privileges.status_fields(pid)
+    caps = int(status["CapEff"], 16)
     return {"uid": int(status["Uid"].split()[1]), "capabilities": f"{caps:#x}", "capability_count": caps.bit_count(),
-            "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
-            "seccomp": {"0": "none", "1": "strict", "2": "filter"}.get(status.get("Seccomp", "").strip(), "unknown")}
+            "no_new_privs": status.get("NoNewPrivs", "0") == "1",
+            "seccomp": {"0": "none", "1": "strict", "2": "filter"}.get(status.get("Seccomp", ""), "unknown")}
 
 
 def check_sandbox(ctx: Context, c: Check) -> None:

@@ -220,15 +220,13 @@ def _drop_bounding_set() -> None:
                 raise
 
 
-def _status_fields() -> dict[str, str]:
+def status_fields(pid: int | str = "self") -> dict[str, str]:
+    """/proc/PID/status as a dict (values stripped); OSError if it cannot be read."""
     fields = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-    except OSError:
-        pass
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
     return fields
 
 
@@ -284,7 +282,11 @@ def drop(user: User) -> None:
     except OSError as e:
         raise PrivilegeError(f"after switching to {user.name} cannot clear the capability sets or set "
                              f"no_new_privs: {e.strerror}; refusing to run") from None
-    wrong = unlocked(_status_fields())
+    try:
+        fields = status_fields()
+    except OSError:
+        fields = {}  # nothing shown is nothing proved: every field counts as wrong
+    wrong = unlocked(fields)
     if wrong:
         shown = ", ".join(f"{k} {v}" for k, v in wrong.items())
         raise PrivilegeError(f"after switching to {user.name} the process keeps privileges ({shown}); "
