@@ -118,15 +118,23 @@ def test_a_primitive_that_raises_is_named(monkeypatch):
 def test_the_daemon_loads_pycryptodome_through_ctypes_and_its_self_tests_pass():
     """prngd.cryptobackend: the backend the daemon uses is the one its self-tests check; cffi stays importable."""
     code = """
+import subprocess
+spawned = []
+class Spy(subprocess.Popen):
+    def __init__(self, args, *a, **k):
+        spawned.append(args[0] if isinstance(args, list) else args)
+        super().__init__(args, *a, **k)
+subprocess.Popen = Spy
 from prngd import cryptobackend
 cryptobackend.use_ctypes()
 from prngd import selftest
 from Crypto.Util import _raw_api
 selftest.run()
 import importlib.util
-print(_raw_api.backend, importlib.util.find_spec("cffi") is not None)
+print(_raw_api.backend, importlib.util.find_spec("cffi") is not None, ",".join(spawned) or "-")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
     assert out[0] == "ctypes"
     assert out[1] == str(importlib.util.find_spec("cffi") is not None)  # as importable as before
+    assert out[2] == "-"  # pycryptodome's platform.architecture() question answered without `file -b`
