@@ -153,6 +153,7 @@ class Settings:
     max_connections_per_uid: int = 0  # one uid's (a remote TCP address's) share; 0: a quarter of max_connections
     request_timeout: float = 10.0  # from a request's first byte to its last
     idle_timeout: float = 0.0  # 0: never (Postfix, libgcrypt keep connections for hours)
+    busy_poll: int = 50  # microseconds to spin for one client's next request (0: never; see prngd.driver)
     trusted_uids: list[int] = field(default_factory=list)  # root is always trusted
     trust_tcp: bool = False  # credit 0x03 writes from TCP peers known only by their address
     pidfile: str | None = None
@@ -284,7 +285,7 @@ _CONVERTERS = {bool: _conv_bool, int: _conv_int, float: lambda v: float(v.strip(
 
 _SECTIONS = {
     "prngd": ["sockets", "socket_mode", "allow_remote", "max_connections", "max_connections_per_uid",
-              "request_timeout", "idle_timeout", "trusted_uids", "trust_tcp", "pidfile", "admin_socket",
+              "request_timeout", "idle_timeout", "busy_poll", "trusted_uids", "trust_tcp", "pidfile", "admin_socket",
               "admin_mode", "log_level", "log_file", "history_interval", "user"],
     "pool": ["generator", "drbg_hash", "prediction_resistance", "pool_bits", "reseed_bits", "reseed_interval",
              "vmclock_device"],
@@ -334,6 +335,7 @@ _RULES: dict[str, tuple] = {
     "max_connections_per_uid": _number(0, 1_000_000, integer=True, unit=" (0: a quarter of max_connections)"),
     "request_timeout": _SECONDS,
     "idle_timeout": _number(0, 1e7, unit=" of seconds (0: never)"),
+    "busy_poll": _number(0, 1000, integer=True, unit=" of microseconds (0: never)"),
     "trusted_uids": (lambda v: all(isinstance(u, int) and 0 <= u < 2**32 - 1 for u in v),
                      "user names or uids from 0 to 4294967294"),
     "generator": (lambda v: v in ("chacha20", "hmac-drbg"), "chacha20 or hmac-drbg"),

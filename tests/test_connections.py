@@ -813,3 +813,76 @@ async def test_one_busy_client_leaves_the_other_tasks_their_turn(tmp_path):
     listener.sock.close()
     assert took < 2.0, took  # 20 x 5 ms, plus at most a short wait in epoll each
     assert ticks > 200 and served and served[0] > 200  # the client was served all along
+
+
+def test_busy_poll_spins_only_where_another_cpu_can_run_the_client(monkeypatch):
+    """busy_poll is microseconds of spin; none when set to 0, and none with one usable CPU."""
+    from prngd import driver as drv
+
+    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert drv.busy_window(Settings(busy_poll=50)) == pytest.approx(50e-6)
+    assert drv.busy_window(Settings(busy_poll=0)) == 0.0
+    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {3})
+    assert drv.busy_window(Settings(busy_poll=50)) == 0.0
+    d = Driver(Settings(busy_poll=50), CountingPool(), Counters(), PID_REPLY)
+    assert d.busy == 0.0
+    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    d.configure(Settings(busy_poll=200))  # SIGHUP
+    assert d.busy == pytest.approx(200e-6)
+
+
+class ScriptedEpoll:
+    """epoll's poll(), answering from a script; records each call's timeout (0: a busy poll)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.timeouts: list[float] = []
+
+    def poll(self, timeout=-1, maxevents=-1):
+        self.timeouts.append(timeout)
+        return self.script.pop(0) if self.script else []
+
+
+def one_client_driver(monkeypatch, busy_poll: int, script) -> tuple[Driver, Connection, ScriptedEpoll, list]:
+    import trio
+
+    from prngd import driver as drv
+
+    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(trio, "current_time", time.perf_counter)  # _serve_one outside trio.run
+    d = Driver(Settings(busy_poll=busy_poll), CountingPool(), Counters(), PID_REPLY)
+    conn = Connection(None, 1000)
+    conn.fd = 7
+    d._ep = ScriptedEpoll(script)
+    served = []
+    monkeypatch.setattr(d, "_serve", lambda c, now: served.append(c))
+    return d, conn, d._ep, served
+
+
+def test_a_lone_clients_next_request_is_caught_by_the_busy_poll_without_sleeping(monkeypatch):
+    mine = (7, EPOLLIN)
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [[], [], [mine], [], [mine]])
+    events, n = d._serve_one(conn, time.perf_counter() + 10, 2)
+    assert (events, n) == (None, 2) and served == [conn, conn]
+    assert ep.timeouts == [0, 0, 0, 0, 0]  # both came while it spun: it never slept
+
+
+def test_after_the_busy_poll_the_driver_sleeps_in_epoll_and_other_descriptors_end_the_wait(monkeypatch):
+    mine, other = (7, EPOLLIN), (9, EPOLLIN)
+    d, conn, ep, served = one_client_driver(monkeypatch, 1, [])  # 1 us: the spin runs out at once
+    events, n = d._serve_one(conn, time.perf_counter() + 10, 5)
+    assert (events, n) == (None, 0) and not served
+    assert ep.timeouts[-1] > 0 and set(ep.timeouts[:-1]) <= {0}  # spun, then slept until `until`
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [[], [other]])
+    assert d._serve_one(conn, time.perf_counter() + 10, 5) == ([other], 0)  # the turn handles it
+    d, conn, ep, served = one_client_driver(monkeypatch, 0, [[mine]])
+    assert d._serve_one(conn, time.perf_counter() + 10, 1) == (None, 1)
+    assert ep.timeouts[0] > 0  # busy_poll 0: straight to sleep in epoll
+
+
+def test_the_busy_poll_never_outlasts_the_window_the_turn_allows(monkeypatch):
+    """_spin_until gave `until` (other tasks runnable: now): the spin stops there, busy_poll or not."""
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [])
+    t0 = time.perf_counter()
+    assert d._serve_one(conn, t0, 5) == (None, 0)
+    assert ep.timeouts == []  # nothing left: not one poll
