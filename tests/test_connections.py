@@ -853,6 +853,7 @@ def one_client_driver(monkeypatch, busy_poll: int, script) -> tuple[Driver, Conn
     d = Driver(Settings(busy_poll=busy_poll), CountingPool(), Counters(), PID_REPLY)
     conn = Connection(None, 1000)
     conn.fd = 7
+    d.conns[7] = conn
     d._ep = ScriptedEpoll(script)
     served = []
     monkeypatch.setattr(d, "_serve", lambda c, now: served.append(c))
@@ -880,9 +881,30 @@ def test_after_the_busy_poll_the_driver_sleeps_in_epoll_and_other_descriptors_en
     assert ep.timeouts[0] > 0  # busy_poll 0: straight to sleep in epoll
 
 
+def test_with_a_second_client_connected_the_driver_does_not_spin(monkeypatch):
+    """Sleeping lets several clients' requests gather into one turn; a spin would take them one by one."""
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [[(7, EPOLLIN)]])
+    d.conns[8] = Connection(None, 1001)
+    assert d._serve_one(conn, time.perf_counter() + 10, 1) == (None, 1)
+    assert ep.timeouts[0] > 0
+
+
 def test_the_busy_poll_never_outlasts_the_window_the_turn_allows(monkeypatch):
     """_spin_until gave `until` (other tasks runnable: now): the spin stops there, busy_poll or not."""
     d, conn, ep, served = one_client_driver(monkeypatch, 1000, [])
     t0 = time.perf_counter()
     assert d._serve_one(conn, t0, 5) == (None, 0)
     assert ep.timeouts == []  # nothing left: not one poll
+
+
+def test_the_busy_poll_returns_the_first_events_and_stops_at_its_window_or_the_turns(monkeypatch):
+    other = (9, EPOLLIN)
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [[], [], [other]])
+    assert d._busy_poll(time.perf_counter() + 10, 8) == [other] and ep.timeouts == [0, 0, 0]
+    d, conn, ep, served = one_client_driver(monkeypatch, 1000, [])
+    t0 = time.perf_counter()
+    assert d._busy_poll(t0 + 10, 8) is None
+    assert 1e-3 <= time.perf_counter() - t0 < 0.5  # busy_poll 1000 us of spinning, then it gives up
+    assert d._busy_poll(time.perf_counter() - 1, 8) is None and len(ep.timeouts) > 1
+    n = len(ep.timeouts)
+    assert d._busy_poll(time.perf_counter(), 8) is None and len(ep.timeouts) == n  # the turn's window is over
