@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--conns", default=",".join(map(str, CONCURRENCY)), help="comma-separated concurrencies")
     p.add_argument("--idle-conns", type=int, default=1000, help="idle connections for the RSS figure (default 1000)")
     p.add_argument("--starts", type=int, help="alternated fresh starts of prngd and the raw baseline for the exec to "
-                   "first byte figure (default 7; --quick 3)")
+                   "first byte figure (default 15; --quick 3)")
     p.add_argument("--stream-baseline", choices=("none", "block255", "all"), default="block255",
                    help="where to measure the SocketStream baseline too (default: the block255 scenario)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the C epoll server (load generator ceiling)")
@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.duration = a.duration or (0.25 if a.quick else 0.6)
     a.reps = a.reps or (1 if a.quick else 5)
-    a.starts = a.starts if a.starts is not None else (3 if a.quick else 7)
+    a.starts = a.starts if a.starts is not None else (3 if a.quick else 15)
     a.warmup = a.warmup if a.warmup is not None else (0.2 if a.quick else 1.0)
     a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (1.0 if a.quick else 10.0)
     a.retries = a.retries if a.retries is not None else (0 if a.quick else 2)
