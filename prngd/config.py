@@ -622,7 +622,7 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
     A detached daemon runs in /, and SIGHUP re-reads the file there: without
     this `prngd ./sock` would serve /sock.
     """
-    from prngd.egd import parse_address
+    from prngd.egd import Address, parse_address
 
     def absolute(path: str | None) -> str | None:
         return os.path.normpath(os.path.join(base_dir, path)) if path else path
@@ -634,7 +634,7 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
         except ValueError:
             sockets.append(spec)  # reported when the listeners open
             continue
-        sockets.append(dataclasses.replace(address, path=absolute(address.path)).spec if address.is_unix else spec)
+        sockets.append(Address(path=absolute(address.path), options=address.options).spec if address.is_unix else spec)
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
                      log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),
