@@ -23,34 +23,71 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
-@dataclass(frozen=True)
-class Command:
+class _Value:
+    """Immutable, equal and hashed by its fields, as a frozen dataclass would be.
+
+    Written out (as prngd.egd's requests): decorating them as dataclasses was
+    paid by every start before its first byte.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
+
+
+class Command(_Value):
     """An external command whose output is stirred in, credited at `rate` bits per byte."""
 
-    argv: tuple[str, ...]
-    rate: float
-    name: str = ""
+    __slots__ = ("argv", "rate", "name")
+
+    def __init__(self, argv: tuple[str, ...], rate: float, name: str = "") -> None:
+        object.__setattr__(self, "argv", argv)
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "name", name)
 
 
-@dataclass(frozen=True)
-class FileSource:
+class FileSource(_Value):
     """A file or device read up to `max_bytes` a sample, credited at `rate` bits per byte."""
 
-    path: str
-    rate: float
-    max_bytes: int = 4096
-    name: str = ""
+    __slots__ = ("path", "rate", "max_bytes", "name")
+
+    def __init__(self, path: str, rate: float, max_bytes: int = 4096, name: str = "") -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "max_bytes", max_bytes)
+        object.__setattr__(self, "name", name)
 
 
-@dataclass(frozen=True)
-class Upstream:
+class Upstream(_Value):
     """Another EGD server this one draws from: `nbytes` every `interval` seconds, credited
     `credit_bits_per_byte` (0: mixed in, never credited)."""
 
-    socket: str
-    interval: float = 60.0
-    nbytes: int = 32
-    credit_bits_per_byte: float = 0.0
+    __slots__ = ("socket", "interval", "nbytes", "credit_bits_per_byte")
+
+    def __init__(self, socket: str, interval: float = 60.0, nbytes: int = 32,
+                 credit_bits_per_byte: float = 0.0) -> None:
+        object.__setattr__(self, "socket", socket)
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "nbytes", nbytes)
+        object.__setattr__(self, "credit_bits_per_byte", credit_bits_per_byte)
 
 
 def _fallback_runtime_dir() -> Path | None:
@@ -638,7 +675,7 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
                      log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),
-                     files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files],
+                     files=[FileSource(absolute(f.path), f.rate, f.max_bytes, f.name) for f in s.files],
                      upstream=_resolve_upstream(s.upstream, absolute))
 
 
@@ -650,4 +687,4 @@ def _resolve_upstream(upstream: Upstream | None, absolute) -> Upstream | None:
     address = parse_address(upstream.socket)
     if not address.is_unix:
         return upstream
-    return dataclasses.replace(upstream, socket=absolute(address.path))
+    return Upstream(absolute(address.path), upstream.interval, upstream.nbytes, upstream.credit_bits_per_byte)
