@@ -8,15 +8,16 @@ command file unchanged (`"cmd args" /full/path rate` a line), so an existing
 from __future__ import annotations
 
 import ast
-import configparser
 import contextlib
 import dataclasses
 import math
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# configparser and shlex are imported where a file is parsed: a start with
+# no configuration file (the usual one) does not wait for them.
 
 
 class ConfigError(Exception):
@@ -412,6 +413,8 @@ def _shown(value) -> str:
 
 
 def _parse_commands(section, where: str) -> list[Command]:
+    import shlex  # only for a file with commands: see the imports above
+
     out = []
     for name, value in section.items():
         try:
@@ -508,6 +511,8 @@ def _refuse_continuations(text: str, where: str) -> None:
 
 def _reworded(e: configparser.Error, where: str) -> str:
     """configparser's message in prngd's style: one line, file:line, what is wrong and what to do."""
+    import configparser  # parse_ini's, already loaded: see the imports above
+
     if isinstance(e, configparser.MissingSectionHeaderError):
         if e.line.strip().startswith("["):
             return f"{where}:{e.lineno}: {e.line.strip()!r} is not a section header: write it as [name]"
@@ -529,6 +534,8 @@ def _reworded(e: configparser.Error, where: str) -> str:
 
 def parse_ini(text: str, where: str = "<config>") -> dict:
     """Parse prngd's INI format into a dict of Settings field values, each checked against its rule."""
+    import configparser  # only for an INI file: see the imports above
+
     cp = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"),
                                    inline_comment_prefixes=None)
     cp.optionxform = str  # keep command names as written
@@ -574,7 +581,8 @@ def _field_kind(key: str) -> str:
     return {"bool": "yes or no", "int": "a whole number", "float": "a number"}.get(ftype, "text")
 
 
-_PRNGD_LINE = re.compile(r'^\s*"([^"]*)"\s+(\S+)\s+([0-9.eE+-]+)\s*(#.*)?$')
+# Compiled at its first use (re's cache), by a start that reads a command file only.
+_PRNGD_LINE = r'^\s*"([^"]*)"\s+(\S+)\s+([0-9.eE+-]+)\s*(#.*)?$'
 
 
 def parse_prngd_cmdfile(text: str, where: str = "<cmdfile>") -> list[Command]:
@@ -583,12 +591,14 @@ def parse_prngd_cmdfile(text: str, where: str = "<cmdfile>") -> list[Command]:
     PRNGD documents the rate as bits per byte of output; we credit exactly that
     (its code credits eight times as much, which we do not copy).
     """
+    import shlex  # only for a command file: see the imports above
+
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        m = _PRNGD_LINE.match(stripped)
+        m = re.match(_PRNGD_LINE, stripped)
         if not m:
             raise ConfigError(f"{where}:{lineno}: expected '\"cmd args\" /full/path rate'")
         cmdline, path, rate, _ = m.groups()
