@@ -20,6 +20,13 @@ from pathlib import Path
 # no configuration file (the usual one) does not wait for them.
 
 
+def import_parsers() -> None:
+    """Import both formats' parsers now: before the drop to -u USER, when SIGHUP will
+    re-read the file as USER, who may not reach the Python installation."""
+    import configparser  # noqa: F401
+    import shlex  # noqa: F401
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
