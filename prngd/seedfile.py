@@ -426,7 +426,8 @@ def assess(path: str, fingerprint: bytes | None, euid: int) -> tuple[str | None,
 
 # ---------------------------------------------------------------- writing
 
-_TEMP = re.compile(r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+# Compiled at its first use (re's cache): a start without a seed file never needs it.
+_TEMP = r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$"
 
 
 def _describe(e: OSError) -> str:
@@ -498,7 +499,7 @@ def _remove_stale_temps(path: str) -> None:
     except OSError:
         return
     for name in names:
-        m = _TEMP.match(name)
+        m = re.match(_TEMP, name)
         if not m or m["base"] != base:
             continue
         pid = int(m["pid"])
