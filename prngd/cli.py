@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
-import grp
 import logging
 import math
 import os
@@ -19,9 +18,9 @@ import sys
 import time
 from typing import Callable
 
-# What only -k or syslog use (prngd.kill, logging.handlers) is imported where
-# used: the daemon's start does not wait for it.
-from prngd import __version__, client, config, cryptobackend, egd, ownfile, privileges, startsignals
+# What only the tools, -k, -u or syslog use (prngd.client, prngd.kill, grp,
+# logging.handlers) is imported where used: the daemon's start does not wait for it.
+from prngd import __version__, config, cryptobackend, egd, ownfile, privileges, startsignals
 
 CLIENT_COMMANDS = ("get", "add", "status", "ping", "reseed", "feed-kernel", "doctor")
 MAX_FEED = 512  # prngd.feedkernel.MAX_FEED (not imported here: the tools start faster without it)
@@ -322,6 +321,8 @@ def daemon_main(argv: list[str]) -> int:
             path = os.path.join(start_dir, args.cmdfile)
             why = privileges.unreadable_as(user, path)
             if why:
+                import grp  # this message's only: see the imports above
+
                 try:
                     group = grp.getgrgid(user.gid).gr_name
                 except KeyError:
@@ -330,6 +331,7 @@ def daemon_main(argv: list[str]) -> int:
                       f"SIGHUP: give {user.name} read access (e.g. chgrp {group} {path} && chmod g+r {path}, and "
                       "the directories on the way)", file=sys.stderr)
                 return 2
+            config.import_parsers()  # and may take the other format then, with the Python installation out of reach
         # Defaults that depend on the euid are resolved once, as root, and kept after the drop.
         pinned = settings = config.pin_defaults(settings)
 
@@ -507,6 +509,8 @@ def tools_parser() -> argparse.ArgumentParser:
 
 def tools_main(argv: list[str]) -> int:
     """`prngd get|add|status|ping|feed-kernel ...`; returns the exit status."""
+    from prngd import client  # the tools' only: see the imports above
+
     parser = tools_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     if argv and argv[0] in commands:
@@ -530,6 +534,8 @@ def tools_main(argv: list[str]) -> int:
 
 def _cmd_get(args) -> int:
     """Stream N bytes as they arrive: bounded memory for any N, and `| head -c 16` ends it at once."""
+    from prngd import client  # the tools' only: see the imports above
+
     out = sys.stdout.buffer
     carry = b""  # base64 is encoded in multiples of 3 bytes so the chunks join into one text
     with client.EGDClient(args.socket, args.timeout) as c:
@@ -554,6 +560,8 @@ def _cmd_get(args) -> int:
 
 def _cmd_add(args) -> int:
     """Stream a file, pipe or device in 255-byte writes: bounded memory, `--bytes N` or EOF or Ctrl-C ends it."""
+    from prngd import client  # the tools' only: see the imports above
+
     try:
         fd = sys.stdin.fileno() if args.file == "-" else os.open(args.file, os.O_RDONLY | os.O_CLOEXEC)
         st = os.fstat(fd)
@@ -609,6 +617,8 @@ def _credit_note(address: egd.Address, bits: int) -> str:
 
 
 def _cmd_ping(args) -> int:
+    from prngd import client  # the tools' only: see the imports above
+
     start = time.perf_counter()
     with client.EGDClient(args.socket, args.timeout) as c:
         pid = c.pid()
@@ -620,7 +630,7 @@ def _cmd_ping(args) -> int:
 def _ask_admin(args, doing: str, ask: Callable[[str, float], object]) -> tuple[object, int | None]:
     """(`ask(path, timeout)`'s answer, None) from the admin socket `prngd status|reseed` talks to, or
     (None, exit status) after one line saying why not."""
-    from prngd import admin
+    from prngd import admin, client
 
     tool, what = f"prngd {args.command}", {"status": "the status comes", "reseed": "a reseed is asked"}[args.command]
     try:

@@ -25,7 +25,6 @@ import itertools
 import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator, Iterable, Iterator
 
 from prngd import egd
@@ -188,11 +187,17 @@ def read_pieces(fd: int, limit: int | None = None) -> Iterator[bytes]:
         yield from _pieces(block)
 
 
-@dataclass
 class Sent:
     """What a streamed write has handed to the server so far (whole batches only)."""
-    bytes: int = 0
-    bits: int = 0
+
+    __slots__ = ("bytes", "bits")
+
+    def __init__(self, bytes: int = 0, bits: int = 0) -> None:
+        self.bytes = bytes
+        self.bits = bits
+
+    def __repr__(self) -> str:
+        return f"Sent(bytes={self.bytes!r}, bits={self.bits!r})"
 
 
 def _op_write_stream(pieces: Iterable[bytes], bits: int, total: int | None, sent: Sent) -> Op:

@@ -8,49 +8,94 @@ command file unchanged (`"cmd args" /full/path rate` a line), so an existing
 from __future__ import annotations
 
 import ast
-import configparser
 import contextlib
 import dataclasses
 import math
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# configparser and shlex are imported where a file is parsed: a start with
+# no configuration file (the usual one) does not wait for them.
+
+
+def import_parsers() -> None:
+    """Import both formats' parsers now: before the drop to -u USER, when SIGHUP will
+    re-read the file as USER, who may not reach the Python installation."""
+    import configparser  # noqa: F401
+    import shlex  # noqa: F401
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
-@dataclass(frozen=True)
-class Command:
+class _Value:
+    """Immutable, equal and hashed by its fields, as a frozen dataclass would be.
+
+    Written out (as prngd.egd's requests): decorating them as dataclasses was
+    paid by every start before its first byte.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
+
+
+class Command(_Value):
     """An external command whose output is stirred in, credited at `rate` bits per byte."""
 
-    argv: tuple[str, ...]
-    rate: float
-    name: str = ""
+    __slots__ = ("argv", "rate", "name")
+
+    def __init__(self, argv: tuple[str, ...], rate: float, name: str = "") -> None:
+        object.__setattr__(self, "argv", argv)
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "name", name)
 
 
-@dataclass(frozen=True)
-class FileSource:
+class FileSource(_Value):
     """A file or device read up to `max_bytes` a sample, credited at `rate` bits per byte."""
 
-    path: str
-    rate: float
-    max_bytes: int = 4096
-    name: str = ""
+    __slots__ = ("path", "rate", "max_bytes", "name")
+
+    def __init__(self, path: str, rate: float, max_bytes: int = 4096, name: str = "") -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "max_bytes", max_bytes)
+        object.__setattr__(self, "name", name)
 
 
-@dataclass(frozen=True)
-class Upstream:
+class Upstream(_Value):
     """Another EGD server this one draws from: `nbytes` every `interval` seconds, credited
     `credit_bits_per_byte` (0: mixed in, never credited)."""
 
-    socket: str
-    interval: float = 60.0
-    nbytes: int = 32
-    credit_bits_per_byte: float = 0.0
+    __slots__ = ("socket", "interval", "nbytes", "credit_bits_per_byte")
+
+    def __init__(self, socket: str, interval: float = 60.0, nbytes: int = 32,
+                 credit_bits_per_byte: float = 0.0) -> None:
+        object.__setattr__(self, "socket", socket)
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "nbytes", nbytes)
+        object.__setattr__(self, "credit_bits_per_byte", credit_bits_per_byte)
 
 
 def _fallback_runtime_dir() -> Path | None:
@@ -377,6 +422,8 @@ def _shown(value) -> str:
 
 
 def _parse_commands(section, where: str) -> list[Command]:
+    import shlex  # only for a file with commands: see the imports above
+
     out = []
     for name, value in section.items():
         try:
@@ -473,6 +520,8 @@ def _refuse_continuations(text: str, where: str) -> None:
 
 def _reworded(e: configparser.Error, where: str) -> str:
     """configparser's message in prngd's style: one line, file:line, what is wrong and what to do."""
+    import configparser  # parse_ini's, already loaded: see the imports above
+
     if isinstance(e, configparser.MissingSectionHeaderError):
         if e.line.strip().startswith("["):
             return f"{where}:{e.lineno}: {e.line.strip()!r} is not a section header: write it as [name]"
@@ -494,6 +543,8 @@ def _reworded(e: configparser.Error, where: str) -> str:
 
 def parse_ini(text: str, where: str = "<config>") -> dict:
     """Parse prngd's INI format into a dict of Settings field values, each checked against its rule."""
+    import configparser  # only for an INI file: see the imports above
+
     cp = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"),
                                    inline_comment_prefixes=None)
     cp.optionxform = str  # keep command names as written
@@ -539,7 +590,8 @@ def _field_kind(key: str) -> str:
     return {"bool": "yes or no", "int": "a whole number", "float": "a number"}.get(ftype, "text")
 
 
-_PRNGD_LINE = re.compile(r'^\s*"([^"]*)"\s+(\S+)\s+([0-9.eE+-]+)\s*(#.*)?$')
+# Compiled at its first use (re's cache), by a start that reads a command file only.
+_PRNGD_LINE = r'^\s*"([^"]*)"\s+(\S+)\s+([0-9.eE+-]+)\s*(#.*)?$'
 
 
 def parse_prngd_cmdfile(text: str, where: str = "<cmdfile>") -> list[Command]:
@@ -548,12 +600,14 @@ def parse_prngd_cmdfile(text: str, where: str = "<cmdfile>") -> list[Command]:
     PRNGD documents the rate as bits per byte of output; we credit exactly that
     (its code credits eight times as much, which we do not copy).
     """
+    import shlex  # only for a command file: see the imports above
+
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        m = _PRNGD_LINE.match(stripped)
+        m = re.match(_PRNGD_LINE, stripped)
         if not m:
             raise ConfigError(f"{where}:{lineno}: expected '\"cmd args\" /full/path rate'")
         cmdline, path, rate, _ = m.groups()
@@ -624,7 +678,7 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
     A detached daemon runs in /, and SIGHUP re-reads the file there: without
     this `prngd ./sock` would serve /sock.
     """
-    from prngd.egd import parse_address
+    from prngd.egd import Address, parse_address
 
     def absolute(path: str | None) -> str | None:
         return os.path.normpath(os.path.join(base_dir, path)) if path else path
@@ -636,11 +690,11 @@ def resolve_paths(s: Settings, base_dir: str) -> Settings:
         except ValueError:
             sockets.append(spec)  # reported when the listeners open
             continue
-        sockets.append(dataclasses.replace(address, path=absolute(address.path)).spec if address.is_unix else spec)
+        sockets.append(Address(path=absolute(address.path), options=address.options).spec if address.is_unix else spec)
     return s.replace(sockets=sockets, pidfile=absolute(s.pidfile), seedfile=absolute(s.seedfile),
                      exchange_file=absolute(s.exchange_file), admin_socket=absolute(s.admin_socket),
                      log_file=absolute(s.log_file), vmclock_device=absolute(s.vmclock_device),
-                     files=[dataclasses.replace(f, path=absolute(f.path)) for f in s.files],
+                     files=[FileSource(absolute(f.path), f.rate, f.max_bytes, f.name) for f in s.files],
                      upstream=_resolve_upstream(s.upstream, absolute))
 
 
@@ -652,4 +706,4 @@ def _resolve_upstream(upstream: Upstream | None, absolute) -> Upstream | None:
     address = parse_address(upstream.socket)
     if not address.is_unix:
         return upstream
-    return dataclasses.replace(upstream, socket=absolute(address.path))
+    return Upstream(absolute(address.path), upstream.interval, upstream.nbytes, upstream.credit_bits_per_byte)

@@ -19,7 +19,6 @@ request.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Iterator, Union
 
 GET_ENTROPY_LEVEL = 0x00
@@ -55,6 +54,9 @@ class _Request:
     command: int
 
     def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name):
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def _values(self) -> tuple:
@@ -247,18 +249,44 @@ SOCKET_OPTIONS = {"pr": "prediction resistance: every 0x01 and 0x02 read is prec
 VSOCK_CID_ANY = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
 class Address:
     """Where an EGD server listens: a Unix socket path, a TCP host and port, or a vsock context id and port.
 
     `options` are the listening socket's options (SOCKET_OPTIONS); a client ignores them.
+    Immutable and equal by value, as a frozen dataclass would be (written out
+    for the start's sake, like the request classes above).
     """
 
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
-    cid: int | None = None  # vsock
-    options: tuple[str, ...] = ()
+    __slots__ = ("path", "host", "port", "cid", "options")
+
+    def __init__(self, path: str | None = None, host: str | None = None, port: int | None = None,
+                 cid: int | None = None, options: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "cid", cid)  # vsock
+        object.__setattr__(self, "options", options)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Address is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("Address is immutable")
+
+    def _values(self) -> tuple:
+        return self.path, self.host, self.port, self.cid, self.options
+
+    def __eq__(self, other):
+        if type(other) is not Address:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (f"Address(path={self.path!r}, host={self.host!r}, port={self.port!r}, cid={self.cid!r}, "
+                f"options={self.options!r})")
 
     @property
     def is_unix(self) -> bool:

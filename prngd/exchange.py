@@ -26,13 +26,11 @@ An OS error is logged once per call and reported as False; it never raises.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 from prngd import ownfile
 
@@ -77,17 +75,23 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-@dataclass
 class ExchangeState:
-    """What the status command reports about the exchange file."""
+    """What the status command reports about the exchange file (a plain class: a
+    dataclass's decoration was paid by every start)."""
 
-    path: str
-    updates: int = 0
-    failures: int = 0
-    last_error: str | None = None  # of the last update, None once an update succeeds
+    __slots__ = ("path", "updates", "failures", "last_error")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.updates = 0
+        self.failures = 0
+        self.last_error: str | None = None  # of the last update, None once an update succeeds
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"path": self.path, "updates": self.updates, "failures": self.failures, "last_error": self.last_error}
+
+    def __repr__(self) -> str:
+        return f"ExchangeState({self.as_dict()!r})"
 
 
 def _refusal(st: os.stat_result) -> str | None:

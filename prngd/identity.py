@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
 
 from Crypto.Hash import BLAKE2b
 
@@ -54,15 +53,16 @@ MACHINE_ID_PATHS = ("etc/machine-id", "var/lib/dbus/machine-id")
 DMI_UUID_PATH = "sys/class/dmi/id/product_uuid"
 NET_PATH = "sys/class/net"
 
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Patterns compiled at their first use (re's cache): a start without a seed file never needs them.
+_HEX32 = r"^[0-9a-f]{32}$"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Firmware that never set a UUID: the same value on every board.
 _PLACEHOLDER_UUIDS = frozenset({
     "00000000-0000-0000-0000-000000000000",
     "ffffffff-ffff-ffff-ffff-ffffffffffff",
     "03000200-0400-0500-0006-000700080009",
 })
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 
 # linux/sockios.h and linux/ethtool.h
 _SIOCETHTOOL = 0x8946
@@ -70,10 +70,32 @@ _ETHTOOL_GPERMADDR = 0x20
 _MAX_ADDR_LEN = 32
 
 
-@dataclass(frozen=True)
 class Identity:
-    fingerprint: bytes | None  # None: nothing identifies this machine
-    inputs: tuple[str, ...] = field(default=())  # which kinds were used, for messages: never values
+    """This machine's fingerprint; immutable and equal by value, as a frozen dataclass
+    would be (written out: the decoration was paid by every start)."""
+
+    __slots__ = ("fingerprint", "inputs")
+
+    def __init__(self, fingerprint: bytes | None, inputs: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint)  # None: nothing identifies this machine
+        object.__setattr__(self, "inputs", inputs)  # which kinds were used, for messages: never values
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Identity is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("Identity is immutable")
+
+    def __eq__(self, other):
+        if type(other) is not Identity:
+            return NotImplemented
+        return (self.fingerprint, self.inputs) == (other.fingerprint, other.inputs)
+
+    def __hash__(self) -> int:
+        return hash((self.fingerprint, self.inputs))
+
+    def __repr__(self) -> str:
+        return f"Identity(fingerprint={self.fingerprint!r}, inputs={self.inputs!r})"
 
 
 def _read_text(path: str, limit: int = 256) -> str | None:
@@ -90,13 +112,13 @@ def _machine_id(root: str) -> str | None:
         if value is not None:
             # The first file that exists decides: an empty /etc/machine-id is an
             # image waiting for its first boot, not a cue to use dbus's copy.
-            return value if _HEX32.match(value) and value != "0" * 32 else None
+            return value if re.match(_HEX32, value) and value != "0" * 32 else None
     return None
 
 
 def _dmi_uuid(root: str) -> str | None:
     value = _read_text(os.path.join(root, DMI_UUID_PATH))
-    if value is None or not _UUID.match(value) or value in _PLACEHOLDER_UUIDS:
+    if value is None or not re.match(_UUID, value) or value in _PLACEHOLDER_UUIDS:
         return None
     return value
 
@@ -122,7 +144,7 @@ def permanent_address(name: str) -> str | None:
 
 
 def _plausible_mac(mac: str | None) -> bool:
-    return bool(mac) and _MAC.match(mac) is not None and mac not in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff")
+    return bool(mac) and re.match(_MAC, mac) is not None and mac not in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff")
 
 
 def _permanent_macs(root: str, perm_addr) -> list[str]:

@@ -11,7 +11,6 @@ import errno
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
 
 from prngd import egd, ownfile
 from prngd.config import Settings
@@ -22,13 +21,21 @@ class StartupError(Exception):
     """The daemon cannot start (socket busy, bad address...); the message is for the user."""
 
 
-@dataclass
 class Listener:
-    spec: str  # as the user wrote it, for messages
-    sock: socket.socket
-    path: str | None  # Unix socket file we created and must remove (None: TCP, or systemd's)
-    is_unix: bool
-    pr: bool = False  # prediction resistance: a reseed from the kernel before every read (`SOCKET,pr`)
+    """A listening socket and what the daemon knows of it (a plain class: a dataclass's
+    decoration was paid by every start)."""
+
+    __slots__ = ("spec", "sock", "path", "is_unix", "pr")
+
+    def __init__(self, spec: str, sock: socket.socket, path: str | None, is_unix: bool, pr: bool = False) -> None:
+        self.spec = spec  # as the user wrote it, for messages
+        self.sock = sock
+        self.path = path  # Unix socket file we created and must remove (None: TCP, or systemd's)
+        self.is_unix = is_unix
+        self.pr = pr  # prediction resistance: a reseed from the kernel before every read (`SOCKET,pr`)
+
+    def __repr__(self) -> str:
+        return f"Listener(spec={self.spec!r}, path={self.path!r}, is_unix={self.is_unix!r}, pr={self.pr!r})"
 
 
 

@@ -33,7 +33,6 @@ import os
 import pwd
 import re
 import stat
-from dataclasses import dataclass
 
 log = logging.getLogger("prngd")
 
@@ -44,11 +43,33 @@ class PrivilegeError(Exception):
     """The drop cannot be done safely; the message says why, in one line."""
 
 
-@dataclass(frozen=True)
 class User:
-    name: str
-    uid: int
-    gid: int
+    """A user from the password database; immutable and equal by value, as a frozen
+    dataclass would be (written out: the decoration was paid by every start)."""
+
+    __slots__ = ("name", "uid", "gid")
+
+    def __init__(self, name: str, uid: int, gid: int) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "uid", uid)
+        object.__setattr__(self, "gid", gid)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("User is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("User is immutable")
+
+    def __eq__(self, other):
+        if type(other) is not User:
+            return NotImplemented
+        return (self.name, self.uid, self.gid) == (other.name, other.uid, other.gid)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.uid, self.gid))
+
+    def __repr__(self) -> str:
+        return f"User(name={self.name!r}, uid={self.uid!r}, gid={self.gid!r})"
 
 
 def lookup(spec: str) -> User:

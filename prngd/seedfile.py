@@ -58,17 +58,15 @@ corrupted file visible; such a file is still mixed, uncredited.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
+import hmac
 import logging
 import os
 import re
-import secrets
 import stat
 import struct
 import time
 import zlib
-from dataclasses import dataclass
 
 from Crypto.Hash import BLAKE2b
 
@@ -122,36 +120,70 @@ ORIGIN_PRNGD = "PRNGD"  # the original C daemon
 ORIGIN_UNKNOWN = "unknown"  # our magic, but damaged or of an unknown version
 
 
-@dataclass(frozen=True)
+# The classes below are written out rather than dataclasses: their decoration
+# was paid by every start before its first byte.
+
 class Seed:
-    payload: bytes
-    credit: bool
-    version: int = VERSION
-    fingerprint: bytes | None = None  # the writer's machine fingerprint (None: unbound)
+    """A parsed seed file; immutable, and equal to another with the same fields."""
+
+    __slots__ = ("payload", "credit", "version", "fingerprint")
+
+    def __init__(self, payload: bytes, credit: bool, version: int = VERSION, fingerprint: bytes | None = None):
+        object.__setattr__(self, "payload", payload)
+        object.__setattr__(self, "credit", credit)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "fingerprint", fingerprint)  # the writer's machine fingerprint (None: unbound)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Seed is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("Seed is immutable")
+
+    def _values(self) -> tuple:
+        return self.payload, self.credit, self.version, self.fingerprint
+
+    def __eq__(self, other):
+        if type(other) is not Seed:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (f"Seed(payload={self.payload!r}, credit={self.credit!r}, version={self.version!r}, "
+                f"fingerprint={self.fingerprint!r})")
 
 
-@dataclass
 class SeedState:
     """What the status command reports about the seed file."""
 
-    path: str
-    loaded: bool = False  # an old seed was read and mixed at start
-    loaded_bytes: int = 0
-    credited_bits: int = 0  # credited from the old seed at start
-    note: str | None = None  # why the old seed was not credited (or not read)
-    origin: str | None = None  # who wrote the old seed (ORIGIN_*), None when there was none
-    last_save: float | None = None  # time.time() of the last good save
-    last_save_credit: bool | None = None  # the credit flag that save wrote
-    saves: int = 0  # good saves, counting the replacement at start
-    failures: int = 0
-    last_error: str | None = None  # of the last save, None once a save succeeds
-    # This machine's fingerprint, written into every save; not reported.
-    fingerprint: bytes | None = dataclasses.field(default=None, repr=False)
+    __slots__ = ("path", "loaded", "loaded_bytes", "credited_bits", "note", "origin", "last_save",
+                 "last_save_credit", "saves", "failures", "last_error", "fingerprint")
+
+    def __init__(self, path: str, *, fingerprint: bytes | None = None, origin: str | None = None) -> None:
+        self.path = path
+        self.loaded = False  # an old seed was read and mixed at start
+        self.loaded_bytes = 0
+        self.credited_bits = 0  # credited from the old seed at start
+        self.note: str | None = None  # why the old seed was not credited (or not read)
+        self.origin = origin  # who wrote the old seed (ORIGIN_*), None when there was none
+        self.last_save: float | None = None  # time.time() of the last good save
+        self.last_save_credit: bool | None = None  # the credit flag that save wrote
+        self.saves = 0  # good saves, counting the replacement at start
+        self.failures = 0
+        self.last_error: str | None = None  # of the last save, None once a save succeeds
+        self.fingerprint = fingerprint  # this machine's, written into every save; not reported
 
     def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        del out["fingerprint"]
-        return out
+        return {"path": self.path, "loaded": self.loaded, "loaded_bytes": self.loaded_bytes,
+                "credited_bits": self.credited_bits, "note": self.note, "origin": self.origin,
+                "last_save": self.last_save, "last_save_credit": self.last_save_credit, "saves": self.saves,
+                "failures": self.failures, "last_error": self.last_error}
+
+    def __repr__(self) -> str:
+        return f"SeedState({self.as_dict()!r})"
 
 
 # ---------------------------------------------------------------- format (no I/O)
@@ -199,7 +231,7 @@ def parse(data: bytes) -> Seed:
         raise SeedFormatError(f"length {length} does not match the file ({len(data) - header} payload bytes)")
     covered = header - CHECKSUM_SIZE  # everything before the checksum
     payload = data[header:]
-    if not secrets.compare_digest(data[covered:header], _checksum(data[:covered], payload)):
+    if not hmac.compare_digest(data[covered:header], _checksum(data[:covered], payload)):
         raise SeedFormatError("checksum mismatch (torn or corrupt file)")
     fingerprint = data[_HEAD.size:covered] if flags & FLAG_BOUND else None
     if version == 2 and fingerprint is None and any(data[_HEAD.size:covered]):
@@ -209,19 +241,25 @@ def parse(data: bytes) -> Seed:
 
 def _context() -> bytes:
     """pid, clocks and a fresh nonce: two starts from copies of one seed never match."""
-    return struct.pack(">QQQ", os.getpid(), time.time_ns(), time.monotonic_ns()) + secrets.token_bytes(32)
+    # os.urandom and hmac.compare_digest are what secrets offers under other names (without its import).
+    return struct.pack(">QQQ", os.getpid(), time.time_ns(), time.monotonic_ns()) + os.urandom(32)
 
 
 # ---------------------------------------------------------------- reading
 
-@dataclass
 class _Old:
-    raw: bytes | None = None  # what was read and is to be mixed
-    payload: bytes = b""  # the valid payload, when creditable
-    bits: int = 0  # what it may be credited, once replaced on disk
-    note: str | None = None  # why not (or why not read)
-    origin: str | None = None
-    level: int = logging.WARNING
+    """The old seed as read at start, and how far to trust it."""
+
+    __slots__ = ("raw", "payload", "bits", "note", "origin", "level")
+
+    def __init__(self, raw: bytes | None = None, payload: bytes = b"", bits: int = 0, *, note: str | None = None,
+                 origin: str | None = None, level: int = logging.WARNING) -> None:
+        self.raw = raw  # what was read and is to be mixed
+        self.payload = payload  # the valid payload, when creditable
+        self.bits = bits  # what it may be credited, once replaced on disk
+        self.note = note  # why not (or why not read)
+        self.origin = origin
+        self.level = level
 
 
 def _trust_problem(st: os.stat_result, euid: int) -> str | None:
@@ -365,7 +403,7 @@ def _read_old(path: str, fingerprint: bytes | None, euid: int | None = None) -> 
     elif fingerprint is None:
         origin = ORIGIN_UNKNOWN
         note = "nothing identifies this machine (no machine-id, DMI product UUID or permanent MAC address)"
-    elif not secrets.compare_digest(seed.fingerprint, fingerprint):
+    elif not hmac.compare_digest(seed.fingerprint, fingerprint):
         origin = ORIGIN_OTHER_MACHINE
         note = "written on another machine (a clone, or a copied disk or image): its machine fingerprint is not this one's"
     else:
@@ -388,7 +426,8 @@ def assess(path: str, fingerprint: bytes | None, euid: int) -> tuple[str | None,
 
 # ---------------------------------------------------------------- writing
 
-_TEMP = re.compile(r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+# Compiled at its first use (re's cache): a start without a seed file never needs it.
+_TEMP = r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$"
 
 
 def _describe(e: OSError) -> str:
@@ -430,7 +469,7 @@ def write_atomic(path: str, data: bytes) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     _make_dir(directory)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
@@ -460,7 +499,7 @@ def _remove_stale_temps(path: str) -> None:
     except OSError:
         return
     for name in names:
-        m = _TEMP.match(name)
+        m = re.match(_TEMP, name)
         if not m or m["base"] != base:
             continue
         pid = int(m["pid"])

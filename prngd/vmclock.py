@@ -25,7 +25,6 @@ returns None and says why at debug level; nothing else changes.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import stat
 import struct
@@ -99,6 +98,8 @@ def open_vmclock(path: str | None = DEFAULT_DEVICE) -> VmClock | None:
     except OSError as e:
         log.debug("no VM generation detector: %s: %s", path, e.strerror)
         return None
+    import mmap  # where the device exists only: most machines' starts do without it
+
     try:
         st = os.fstat(fd)
         device = stat.S_ISCHR(st.st_mode)

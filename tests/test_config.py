@@ -189,3 +189,31 @@ def test_ini_mistakes_at_sighup_keep_the_old_settings(start_daemon, tmp_path):
     assert status["connections"]["max"] == 7
     assert len(egd_read(d.socket, 8)) == 8
     assert "Traceback" not in d.log()
+
+
+@pytest.mark.parametrize("make, same_fields, field", [
+    (lambda: Command(("/bin/ps", "-efl"), 0.02, "ps"), lambda: Command(argv=("/bin/ps", "-efl"), rate=0.02, name="ps"),
+     "argv"),
+    (lambda: FileSource("/proc/interrupts", 0.01), lambda: FileSource("/proc/interrupts", 0.01, 4096, ""), "path"),
+    (lambda: config.Upstream("/run/host"), lambda: config.Upstream("/run/host", 60.0, 32, 0.0), "socket"),
+])
+def test_sources_in_the_settings_are_values(make, same_fields, field):
+    """Command, FileSource and Upstream: equal and hashed by their fields (defaults included), immutable."""
+    a, b = make(), same_fields()
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != Command(("/bin/true",), 0.1) and a != config.Upstream("/elsewhere")
+    with pytest.raises(AttributeError):
+        setattr(a, field, "/changed")
+    with pytest.raises(AttributeError):
+        delattr(a, field)
+    assert a == b
+    assert repr(a).startswith(f"{type(a).__name__}({field}=")
+
+
+def test_resolve_paths_keeps_every_field_but_the_path(tmp_path):
+    s = config.Settings(sockets=["./pool,pr"], files=[FileSource("irq", 0.5, 100, "irq")],
+                        upstream=config.Upstream("./up", 9.0, 8, 1.0))
+    r = config.resolve_paths(s, str(tmp_path))
+    assert r.sockets == [f"{tmp_path}/pool,pr"]
+    assert r.files == [FileSource(f"{tmp_path}/irq", 0.5, 100, "irq")]
+    assert r.upstream == config.Upstream(f"{tmp_path}/up", 9.0, 8, 1.0)

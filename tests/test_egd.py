@@ -147,3 +147,22 @@ def test_addresses(spec, expected):
 def test_bad_addresses(spec):
     with pytest.raises(ValueError):
         egd.parse_address(spec)
+
+
+def test_address_is_a_value():
+    """Equal by value, hashable and immutable (what config, the listeners and the tools rely on)."""
+    a = egd.Address(path="/run/egd-pool", options=("pr",))
+    assert a == egd.parse_address("/run/egd-pool,pr")
+    assert a != egd.Address(path="/run/egd-pool")
+    assert egd.Address("h", None, 1) != egd.Address(host="h", port=1)  # positional order: path, host, port, cid
+    assert hash(a) == hash(egd.parse_address("/run/egd-pool,pr"))
+    assert len({a, egd.parse_address("/run/egd-pool,pr"), egd.Address(host="localhost", port=708)}) == 2
+    assert a != ("/run/egd-pool", None, None, None, ("pr",))
+    with pytest.raises(AttributeError):
+        a.path = "/elsewhere"
+    with pytest.raises(AttributeError):
+        del a.options
+    assert a.path == "/run/egd-pool"
+    assert repr(egd.Address(host="::1", port=8)) == \
+        "Address(path=None, host='::1', port=8, cid=None, options=())"
+    assert str(a) == "/run/egd-pool" and a.spec == "/run/egd-pool,pr"

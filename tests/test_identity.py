@@ -103,3 +103,16 @@ def test_no_inputs_no_identity(tmp_path):
 
 def test_this_machine_is_stable():
     assert machine_identity() == machine_identity()
+
+
+def test_an_identity_is_a_value():
+    """Equal and hashed by its fields (the inputs default to none), immutable."""
+    a = Identity(b"\x11" * 32, ("machine-id",))
+    assert a == Identity(fingerprint=b"\x11" * 32, inputs=("machine-id",)) and Identity(None) == Identity(None, ())
+    assert hash(a) == hash(Identity(b"\x11" * 32, ("machine-id",))) and len({a, Identity(None), Identity(None)}) == 2
+    assert a != Identity(b"\x11" * 32) and a != Identity(b"\x22" * 32, ("machine-id",))
+    with pytest.raises(AttributeError):
+        a.fingerprint = None
+    with pytest.raises(AttributeError):
+        del a.inputs
+    assert a.fingerprint == b"\x11" * 32 and "machine-id" in repr(a)

@@ -378,3 +378,16 @@ def test_a_configuration_the_user_cannot_read_is_refused_at_start(open_dir):
     assert privileges.unreadable_as(privileges.lookup("nobody"), str(cfg)) is None
     assert privileges.unreadable_as(privileges.lookup("nobody"), str(open_dir / "missing")) == \
         "No such file or directory"
+
+
+def test_a_user_is_a_value():
+    """Equal and hashed by name, uid and gid; immutable (what a frozen dataclass gave)."""
+    user = privileges.User("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
+    assert user == privileges.User(name="nobody", uid=NOBODY.pw_uid, gid=NOBODY.pw_gid)
+    assert hash(user) == hash(privileges.User("nobody", NOBODY.pw_uid, NOBODY.pw_gid))
+    assert user != privileges.User("nobody", NOBODY.pw_uid, 0) and user != ("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
+    with pytest.raises(AttributeError):
+        user.uid = 0
+    with pytest.raises(AttributeError):
+        del user.gid
+    assert user.uid == NOBODY.pw_uid and repr(user).startswith("User(name='nobody', uid=")

@@ -267,6 +267,30 @@ def test_symlink_appearing_later_is_left_alone(tmp_path, caplog, mode):
     assert len(errors) == 1 and "left in place" in errors[0].getMessage()
 
 
+
+def test_a_parsed_seed_is_a_value():
+    """Equal and hashed by its fields, immutable: what parse's tests compare."""
+    a = seedfile.Seed(b"x" * 32, True, 2, HERE.fingerprint)
+    b = seedfile.Seed(payload=b"x" * 32, credit=True, fingerprint=HERE.fingerprint)  # version 2 by default
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != seedfile.Seed(b"x" * 32, True, 2, None) and a != seedfile.Seed(b"x" * 32, False, 2, HERE.fingerprint)
+    with pytest.raises(AttributeError):
+        a.credit = False
+    with pytest.raises(AttributeError):
+        del a.payload
+    assert a.credit is True and "credit=True" in repr(a)
+
+
+def test_seed_state_reports_everything_but_the_fingerprint():
+    state = SeedState(path="/s", fingerprint=HERE.fingerprint, origin=seedfile.ORIGIN_THIS_MACHINE)
+    state.saves += 1
+    assert state.as_dict() == {"path": "/s", "loaded": False, "loaded_bytes": 0, "credited_bits": 0, "note": None,
+                               "origin": "this machine", "last_save": None, "last_save_credit": None, "saves": 1,
+                               "failures": 0, "last_error": None}
+    assert list(state.as_dict())[:3] == ["path", "loaded", "loaded_bytes"]  # the status JSON's order
+    assert HERE.fingerprint.hex() not in repr(state) and repr(HERE.fingerprint) not in repr(state)
+    json.dumps(state.as_dict())
+
 @pytest.mark.parametrize("content,note", [
     (None, "no seed file yet"),
     (b"", "the file was empty"),
