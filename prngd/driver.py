@@ -34,8 +34,9 @@ at most busy_poll of CPU more.  The same spin after a turn catches a client
 that connects anew for each read (OpenSSL, OpenSSH).  It is for one client
 only: with more, sleeping lets their requests gather into one turn, which is
 what makes many connections cheap, and a spin answering them one at a time
-cost 10-20% of the 50-connection rate.  With one usable CPU the spin would
-only keep the client from running, so there is none.
+cost 10-20% of the 50-connection rate.  With one usable CPU (or a CPU quota
+under two) the spin would only keep the client from running, or spend the
+quota, so there is none.
 
 Deadlines sit in a heap; an entry is pushed only when a connection's deadline
 moves earlier, and the task sleeps until the nearest.
@@ -50,7 +51,6 @@ from __future__ import annotations
 import _socket
 import heapq
 import logging
-import os
 import select
 import socket
 import time
@@ -59,6 +59,7 @@ from time import perf_counter
 import trio
 
 from prngd import sockdiag
+from prngd.cpus import usable_cpus
 from prngd.admission import GLOBAL_CAP, INF, Admission, describe_peer
 from prngd.connection import Connection, Counters, Service
 from prngd.peercred import peer_uid
@@ -97,14 +98,11 @@ _UNTRIED = object()  # sock_diag before the first loopback TCP peer
 
 
 def busy_window(settings) -> float:
-    """Seconds `_serve_one` polls without sleeping: settings.busy_poll, but none with one usable CPU."""
-    if settings.busy_poll <= 0:
+    """Seconds the driver polls without sleeping: settings.busy_poll, but none unless two CPUs can
+    be kept busy at once (by affinity and CPU quota: prngd.cpus), one of them for the client."""
+    if settings.busy_poll <= 0 or usable_cpus() < 2:
         return 0.0
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return settings.busy_poll / 1e6 if cpus > 1 else 0.0
+    return settings.busy_poll / 1e6
 
 
 class RateLimitedLog:

@@ -816,17 +816,17 @@ async def test_one_busy_client_leaves_the_other_tasks_their_turn(tmp_path):
 
 
 def test_busy_poll_spins_only_where_another_cpu_can_run_the_client(monkeypatch):
-    """busy_poll is microseconds of spin; none when set to 0, and none with one usable CPU."""
+    """busy_poll is microseconds of spin; none when set to 0, and none without two usable CPUs."""
     from prngd import driver as drv
 
-    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(drv, "usable_cpus", lambda: 2)
     assert drv.busy_window(Settings(busy_poll=50)) == pytest.approx(50e-6)
     assert drv.busy_window(Settings(busy_poll=0)) == 0.0
-    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr(drv, "usable_cpus", lambda: 1.5)  # e.g. two CPUs, a quota of 1.5
     assert drv.busy_window(Settings(busy_poll=50)) == 0.0
     d = Driver(Settings(busy_poll=50), CountingPool(), Counters(), PID_REPLY)
     assert d.busy == 0.0
-    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(drv, "usable_cpus", lambda: 2)
     d.configure(Settings(busy_poll=200))  # SIGHUP
     assert d.busy == pytest.approx(200e-6)
 
@@ -848,7 +848,7 @@ def one_client_driver(monkeypatch, busy_poll: int, script) -> tuple[Driver, Conn
 
     from prngd import driver as drv
 
-    monkeypatch.setattr(drv.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(drv, "usable_cpus", lambda: 2)
     monkeypatch.setattr(trio, "current_time", time.perf_counter)  # _serve_one outside trio.run
     d = Driver(Settings(busy_poll=busy_poll), CountingPool(), Counters(), PID_REPLY)
     conn = Connection(None, 1000)
