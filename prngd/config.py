@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prngd.value import Value
+
 # configparser and shlex are imported where a file is parsed: a start with
 # no configuration file (the usual one) does not wait for them.
 
@@ -31,37 +33,7 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
-class _Value:
-    """Immutable, equal and hashed by its fields, as a frozen dataclass would be.
-
-    Written out (as prngd.egd's requests): decorating them as dataclasses was
-    paid by every start before its first byte.
-    """
-
-    __slots__ = ()
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, f) for f in self.__slots__)
-
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
-
-
-class Command(_Value):
+class Command(Value):
     """An external command whose output is stirred in, credited at `rate` bits per byte."""
 
     __slots__ = ("argv", "rate", "name")
@@ -72,7 +44,7 @@ class Command(_Value):
         object.__setattr__(self, "name", name)
 
 
-class FileSource(_Value):
+class FileSource(Value):
     """A file or device read up to `max_bytes` a sample, credited at `rate` bits per byte."""
 
     __slots__ = ("path", "rate", "max_bytes", "name")
@@ -84,7 +56,7 @@ class FileSource(_Value):
         object.__setattr__(self, "name", name)
 
 
-class Upstream(_Value):
+class Upstream(Value):
     """Another EGD server this one draws from: `nbytes` every `interval` seconds, credited
     `credit_bits_per_byte` (0: mixed in, never credited)."""
 

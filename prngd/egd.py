@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from typing import Iterator, Union
 
+from prngd.value import Value
+
 GET_ENTROPY_LEVEL = 0x00
 READ_NONBLOCKING = 0x01
 READ_BLOCKING = 0x02
@@ -42,36 +44,11 @@ class ProtocolError(Exception):
     """The peer sent something that is not EGD; its connection is to be closed."""
 
 
-class _Request:
-    """An immutable request, equal to another of its kind with the same fields.
-
-    What a frozen dataclass gives, written out: decorating the five request
-    classes took half of this module's import time, which every start and every
-    client tool pays before its first byte.
-    """
+class _Request(Value):
+    """A request: immutable, equal to another of its kind with the same fields (prngd.value)."""
 
     __slots__ = ()
     command: int
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, f) for f in self.__slots__)
-
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
 
 
 class GetEntropyLevel(_Request):
@@ -249,12 +226,11 @@ SOCKET_OPTIONS = {"pr": "prediction resistance: every 0x01 and 0x02 read is prec
 VSOCK_CID_ANY = 0xFFFFFFFF
 
 
-class Address:
+class Address(Value):
     """Where an EGD server listens: a Unix socket path, a TCP host and port, or a vsock context id and port.
 
     `options` are the listening socket's options (SOCKET_OPTIONS); a client ignores them.
-    Immutable and equal by value, as a frozen dataclass would be (written out
-    for the start's sake, like the request classes above).
+    Immutable and equal by value (prngd.value).
     """
 
     __slots__ = ("path", "host", "port", "cid", "options")
@@ -266,27 +242,6 @@ class Address:
         object.__setattr__(self, "port", port)
         object.__setattr__(self, "cid", cid)  # vsock
         object.__setattr__(self, "options", options)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Address is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError("Address is immutable")
-
-    def _values(self) -> tuple:
-        return self.path, self.host, self.port, self.cid, self.options
-
-    def __eq__(self, other):
-        if type(other) is not Address:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (f"Address(path={self.path!r}, host={self.host!r}, port={self.port!r}, cid={self.cid!r}, "
-                f"options={self.options!r})")
 
     @property
     def is_unix(self) -> bool:

@@ -44,6 +44,8 @@ import struct
 
 from Crypto.Hash import BLAKE2b
 
+from prngd.value import Value
+
 FINGERPRINT_SIZE = 32
 # A fixed key makes the fingerprint prngd's own: the same machine-id hashed
 # by anyone else gives an unrelated value.
@@ -70,32 +72,14 @@ _ETHTOOL_GPERMADDR = 0x20
 _MAX_ADDR_LEN = 32
 
 
-class Identity:
-    """This machine's fingerprint; immutable and equal by value, as a frozen dataclass
-    would be (written out: the decoration was paid by every start)."""
+class Identity(Value):
+    """This machine's fingerprint; immutable and equal by value (prngd.value)."""
 
     __slots__ = ("fingerprint", "inputs")
 
     def __init__(self, fingerprint: bytes | None, inputs: tuple[str, ...] = ()) -> None:
         object.__setattr__(self, "fingerprint", fingerprint)  # None: nothing identifies this machine
         object.__setattr__(self, "inputs", inputs)  # which kinds were used, for messages: never values
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Identity is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError("Identity is immutable")
-
-    def __eq__(self, other):
-        if type(other) is not Identity:
-            return NotImplemented
-        return (self.fingerprint, self.inputs) == (other.fingerprint, other.inputs)
-
-    def __hash__(self) -> int:
-        return hash((self.fingerprint, self.inputs))
-
-    def __repr__(self) -> str:
-        return f"Identity(fingerprint={self.fingerprint!r}, inputs={self.inputs!r})"
 
 
 def _read_text(path: str, limit: int = 256) -> str | None:

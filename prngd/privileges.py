@@ -34,6 +34,8 @@ import pwd
 import re
 import stat
 
+from prngd.value import Value
+
 log = logging.getLogger("prngd")
 
 NOBODY = "nobody"
@@ -43,9 +45,8 @@ class PrivilegeError(Exception):
     """The drop cannot be done safely; the message says why, in one line."""
 
 
-class User:
-    """A user from the password database; immutable and equal by value, as a frozen
-    dataclass would be (written out: the decoration was paid by every start)."""
+class User(Value):
+    """A user from the password database; immutable and equal by value (prngd.value)."""
 
     __slots__ = ("name", "uid", "gid")
 
@@ -53,23 +54,6 @@ class User:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "uid", uid)
         object.__setattr__(self, "gid", gid)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("User is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError("User is immutable")
-
-    def __eq__(self, other):
-        if type(other) is not User:
-            return NotImplemented
-        return (self.name, self.uid, self.gid) == (other.name, other.uid, other.gid)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.uid, self.gid))
-
-    def __repr__(self) -> str:
-        return f"User(name={self.name!r}, uid={self.uid!r}, gid={self.gid!r})"
 
 
 def lookup(spec: str) -> User:

@@ -71,6 +71,7 @@ import zlib
 from Crypto.Hash import BLAKE2b
 
 from prngd import ownfile
+from prngd.value import Value
 
 log = logging.getLogger("prngd.seedfile")
 
@@ -120,10 +121,7 @@ ORIGIN_PRNGD = "PRNGD"  # the original C daemon
 ORIGIN_UNKNOWN = "unknown"  # our magic, but damaged or of an unknown version
 
 
-# The classes below are written out rather than dataclasses: their decoration
-# was paid by every start before its first byte.
-
-class Seed:
+class Seed(Value):
     """A parsed seed file; immutable, and equal to another with the same fields."""
 
     __slots__ = ("payload", "credit", "version", "fingerprint")
@@ -133,27 +131,6 @@ class Seed:
         object.__setattr__(self, "credit", credit)
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "fingerprint", fingerprint)  # the writer's machine fingerprint (None: unbound)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Seed is immutable")
-
-    def __delattr__(self, name):
-        raise AttributeError("Seed is immutable")
-
-    def _values(self) -> tuple:
-        return self.payload, self.credit, self.version, self.fingerprint
-
-    def __eq__(self, other):
-        if type(other) is not Seed:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (f"Seed(payload={self.payload!r}, credit={self.credit!r}, version={self.version!r}, "
-                f"fingerprint={self.fingerprint!r})")
 
 
 class SeedState:
