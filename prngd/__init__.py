@@ -1,3 +1,3 @@
 """prngd: a userland PRNG daemon speaking the EGD protocol."""
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"

@@ -30,13 +30,14 @@ at once (a loop of reads) asks within tens of them, and a daemon that never
 went to sleep answers it without the wake-up of an idle core, the larger part
 of a round trip (in a virtual machine, an exit to the hypervisor each way).
 On one 255-byte read at a time that doubled the rate; a lone request costs
-at most busy_poll of CPU more.  The same spin after a turn catches a client
-that connects anew for each read (OpenSSL, OpenSSH).  It is for one client
-only: with more, sleeping lets their requests gather into one turn, which is
-what makes many connections cheap, and a spin answering them one at a time
-cost 10-20% of the 50-connection rate.  With one usable CPU (or a CPU quota
-under two) the spin would only keep the client from running, or spend the
-quota, so there is none.
+at most busy_poll of CPU more.  It is for one connected client only.  With
+more, sleeping lets their requests gather into one turn, which is what makes
+many connections cheap; a spin answering them one at a time cost 10-20% of
+the 50-connection rate.  A client connecting anew for each read (OpenSSL,
+OpenSSH) gained nothing measurable from a spin after each turn, and over TCP
+it cost CPU, so there is none.  Nor with one usable CPU or a CPU quota under
+two (prngd.cpus): the spin would only keep the client from running, or spend
+the quota.
 
 Deadlines sit in a heap; an entry is pushed only when a connection's deadline
 moves earlier, and the task sleeps until the nearest.
@@ -295,14 +296,7 @@ class Driver:
                         events, served = self._serve_one(conn, spin_until, YIELD_EVERY - handled)
                         handled += served
                 else:
-                    # A turn with work (not a timer's), with at most one client connected.
-                    spin = self.busy and events and not self._wake and len(conns) <= 1
                     events = poll(0, MAX_EVENTS) or None
-                    if events is None and spin:
-                        # A new connection's client (OpenSSL, OpenSSH) connects again at once.
-                        if spin_until is None:
-                            spin_until = self._spin_until(now)
-                        events = self._busy_poll(spin_until, MAX_EVENTS)
         finally:
             for conn in list(self.conns.values()):
                 self.close(conn)
