@@ -333,9 +333,10 @@ class Driver:
                 break
             events = self._busy_poll(until, SPIN_EVENTS) if busy else None
             if not events:
-                left = until - current_time()
-                if left <= 0:
-                    break
+                if busy:  # the spin took some of the window
+                    left = until - current_time()
+                    if left <= 0:
+                        break
                 events = poll(left, MAX_EVENTS)
                 if not events:
                     break
