@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import ROOT, free_tcp_port, recv_exact
-from prngd import cli, client, egd
+from prngd import client, egd, tools
 from prngd.client import AsyncEGDClient, EGDClient, EGDError, NoSocket, Refused, ShortReply, Timeout
 
 
@@ -325,7 +325,7 @@ def test_get_tool_raw_hex_base64(start_daemon):
 def test_get_tool_over_tcp(start_daemon, capsysbinary):
     port = free_tcp_port()
     start_daemon(extra_sockets=[f"127.0.0.1:{port}"])
-    assert cli.tools_main(["get", "16", "--hex", f"127.0.0.1:{port}"]) == 0
+    assert tools.main(["get", "16", "--hex", f"127.0.0.1:{port}"]) == 0
     assert len(bytes.fromhex(capsysbinary.readouterr().out.decode().strip())) == 16
 
 
@@ -333,14 +333,14 @@ def test_add_tool(start_daemon, tmp_path, capsys, monkeypatch):
     d = start_daemon()
     f = tmp_path / "noise"
     f.write_bytes(os.urandom(1000))
-    assert cli.tools_main(["add", str(f), "--bits", "128", d.socket]) == 0
+    assert tools.main(["add", str(f), "--bits", "128", d.socket]) == 0
     assert "sent 1000 bytes claiming 128 bits" in capsys.readouterr().out
     # Out of range is refused, not clamped (issue 12).
-    assert cli.tools_main(["add", str(f), "--bits", "99999", d.socket]) == 2
+    assert tools.main(["add", str(f), "--bits", "99999", d.socket]) == 2
     assert "at most 8000" in capsys.readouterr().err
     piped = tool("add", "-", d.socket, input=b"from stdin")
     assert piped.returncode == 0 and b"sent 10 bytes claiming 0 bits" in piped.stdout
-    assert cli.tools_main(["add", str(tmp_path / "missing"), d.socket]) == 1
+    assert tools.main(["add", str(tmp_path / "missing"), d.socket]) == 1
     assert "cannot read" in capsys.readouterr().err
     from prngd import admin, config
 
@@ -436,8 +436,8 @@ def test_ping_tool(start_daemon):
 
 def test_tools_fail_cleanly_without_a_daemon(tmp_path, capsys):
     missing = str(tmp_path / "missing")
-    assert cli.tools_main(["get", "8", missing]) == 1
-    assert cli.tools_main(["ping", f"127.0.0.1:{free_tcp_port()}"]) == 1
+    assert tools.main(["get", "8", missing]) == 1
+    assert tools.main(["ping", f"127.0.0.1:{free_tcp_port()}"]) == 1
     err = capsys.readouterr().err
     assert "prngd get:" in err and "no such socket" in err and "refused" in err
 
@@ -445,5 +445,5 @@ def test_tools_fail_cleanly_without_a_daemon(tmp_path, capsys):
 def test_usage_errors_exit_2(capsys):
     for argv in (["get"], ["get", "-3"], ["get", "8", "--hex", "--base64"], ["frobnicate"], []):
         with pytest.raises(SystemExit) as e:
-            cli.tools_main(argv)
+            tools.main(argv)
         assert e.value.code == 2, argv

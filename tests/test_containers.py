@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, Daemon, egd_read, free_tcp_port
-from prngd import cli, config, identity
+from prngd import cli, config, identity, tools
 from test_examples import EXAMPLES, check_client_output
 
 BWRAP = shutil.which("bwrap")
@@ -275,7 +275,7 @@ def test_daemonset_serves_the_node_socket_directory_unprivileged():
     for probe in ("livenessProbe", "readinessProbe"):
         argv = prngd[probe]["exec"]["command"]
         assert argv[:2] == ["prngd", "ping"], probe
-        args = cli.tools_parser().parse_args(argv[1:])
+        args = tools.parser().parse_args(argv[1:])
         assert args.socket == socket_path and args.timeout < prngd[probe]["timeoutSeconds"], probe
 
     # The one root step owns the directories to the pod's uid, with CAP_CHOWN alone.

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import ROOT, free_tcp_port
-from prngd import cli, config, egd
+from prngd import cli, config, egd, tools
 
 EXAMPLES = ROOT / "examples"
 UNITS = EXAMPLES / "systemd"
@@ -146,7 +146,7 @@ def test_exec_lines_are_valid_prngd_command_lines():
 
     feed = exec_argv("prngd-feed-kernel.service")
     assert feed[:2] == [INSTALLED, "feed-kernel"]
-    parser = cli.tools_parser()
+    parser = tools.parser()
     sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "feed-kernel" in a.choices)
     fk = sub.choices["feed-kernel"].parse_intermixed_args(feed[2:])
     assert fk.socket == "/run/egd-pool" and fk.interval == 60

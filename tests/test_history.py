@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from conftest import ROOT, egd_read
-from prngd import admin, cli, config, history, summary
+from prngd import admin, config, history, summary, tools
 from prngd.history import COMMANDS, History
 from test_admin import SAMPLE, schema_errors
 
@@ -215,10 +215,10 @@ class FakeStream:
 
 
 def test_blocks_only_for_a_terminal_that_can_show_them():
-    assert cli._can_draw(FakeStream(True, "utf-8"))
-    assert not cli._can_draw(FakeStream(False, "utf-8"))
-    assert not cli._can_draw(FakeStream(True, "ascii"))
-    assert not cli._can_draw(FakeStream(True, "no-such-codec"))
+    assert tools._can_draw(FakeStream(True, "utf-8"))
+    assert not tools._can_draw(FakeStream(False, "utf-8"))
+    assert not tools._can_draw(FakeStream(True, "ascii"))
+    assert not tools._can_draw(FakeStream(True, "no-such-codec"))
 
 
 # ---------------------------------------------------------------- the admin socket

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from prngd import __version__, cli, config
+from prngd import __version__, cli, config, tools
 
 MAN = ROOT / "docs" / "man"
 PRNGD_8 = MAN / "man8" / "prngd.8"
@@ -45,7 +45,7 @@ def documented_options(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def tool_parsers() -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in cli.tools_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = next(a for a in tools.parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
 
 
@@ -67,10 +67,10 @@ def test_every_daemon_option_is_in_prngd_8():
 
 def test_every_tool_and_its_options_are_in_prngd_8():
     text = roff_text(PRNGD_8)
-    tools = tool_parsers()
-    assert set(tools) == set(cli.CLIENT_COMMANDS)
+    parsers = tool_parsers()
+    assert set(parsers) == set(cli.CLIENT_COMMANDS)
     missing = []
-    for name, parser in tools.items():
+    for name, parser in parsers.items():
         if not re.search(rf"^\.BR? +\"?prngd {re.escape(name)}\b", text, flags=re.M):
             missing.append(f"prngd {name}")
         missing += [f"prngd {name} {opt}" for opt in documented_options(parser) if not names(text, opt)]

@@ -379,11 +379,11 @@ def test_add_says_whether_the_claim_is_credited(short_dir, monkeypatch):
     finally:
         d.stop()
     # Another user (the tests run as root, and python is not readable by others here): the same rule, in-process.
-    from prngd import cli, egd
+    from prngd import cli, egd, tools
 
     monkeypatch.setattr(cli.os, "getuid", lambda: 1000)
-    assert "credited only if uid 1000 is in the daemon's trusted_uids" in cli._credit_note(egd.Address(path="/s"), 8)
-    assert "nothing claimed" in cli._credit_note(egd.Address(path="/s"), 0)
+    assert "credited only if uid 1000 is in the daemon's trusted_uids" in tools._credit_note(egd.Address(path="/s"), 8)
+    assert "nothing claimed" in tools._credit_note(egd.Address(path="/s"), 0)
 
 
 # ---------------------------------------------------------------- servers that are not EGD
