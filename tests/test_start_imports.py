@@ -43,6 +43,7 @@ runpy.run_module("prngd", run_name="__main__", alter_sys=True)
 LATER = {
     "configparser": "an INI file",
     "shlex": "a command file or [commands]",
+    "prngd.tools": "the client tools",
     "prngd.client": "the client tools",
     "grp": "the -u message about an unreadable file",
     "secrets": "nothing (os.urandom, hmac.compare_digest)",
