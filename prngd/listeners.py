@@ -140,17 +140,33 @@ def bind_vsock(address: egd.Address) -> socket.socket:
     return s
 
 
-def open_listeners(settings: Settings, inherited: list[socket.socket] | None = None) -> list[Listener]:
+def fd_name_options(name: str) -> tuple[str, ...]:
+    """The socket options in a systemd FileDescriptorName=, as a socket spec takes them: `egd,pr`
+    (or just `pr`) asks for prediction resistance.  An unknown option is a StartupError."""
+    words = [w.strip() for w in name.split(",")]
+    if len(words) == 1:
+        return (words[0],) if words[0] in egd.SOCKET_OPTIONS else ()
+    unknown = [w for w in words[1:] if w not in egd.SOCKET_OPTIONS]
+    if unknown:
+        raise StartupError(f"unknown socket option {unknown[0]!r} in the name {name!r} systemd gave a socket "
+                           f"(FileDescriptorName=; known: {', '.join(egd.SOCKET_OPTIONS)})")
+    return tuple(dict.fromkeys(words[1:]))
+
+
+def open_listeners(settings: Settings, inherited: list[tuple[socket.socket, str]] | None = None) -> list[Listener]:
+    """Bind the configured sockets, or take those systemd passed as (socket, FileDescriptorName=)."""
     if inherited:
         out = []
-        for s in inherited:
+        for s, fd_name in inherited:
+            pr = "pr" in fd_name_options(fd_name)
             s.setblocking(False)
             is_unix = s.family == socket.AF_UNIX
             if not is_unix:
                 no_delay(s)
             name = s.getsockname()
             spec = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
-            out.append(Listener(spec or "<inherited>", s, None, is_unix))
+            spec = spec or "<inherited>"
+            out.append(Listener(spec + (",pr" if pr else ""), s, None, is_unix, pr))
         return out
     out: list[Listener] = []
     seen: dict = {}

@@ -139,7 +139,7 @@ class Daemon:
                     # Bound first, so a busy socket fails before the seed file is
                     # touched, and clients queue from here on while the start goes
                     # on; nothing is accepted until the pool is seeded below.
-                    listeners = open_listeners(self.settings, systemd.listen_fds())
+                    listeners = open_listeners(self.settings, systemd.listen_fds_with_names())
                 self.listeners = listeners
                 self._self_test()
                 self._claim_files()

@@ -617,7 +617,7 @@ def test_tcp_connections_are_accepted_with_nagle_off_bound_or_inherited():
     handed = socket.socket()
     handed.bind(("127.0.0.1", 0))
     handed.listen()
-    inherited = [lst.sock for lst in open_listeners(Settings(), [handed])]
+    inherited = [lst.sock for lst in open_listeners(Settings(), [(handed, "egd")])]
     for listener in bound + inherited:
         listener.setblocking(True)
         client = socket.create_connection(listener.getsockname()[:2])

@@ -180,8 +180,9 @@ def test_notify_to_a_missing_socket_returns_false(clean_env, tmp_path):
 
 # ---------------------------------------------------------------- the daemon under systemd's protocols
 
-def test_socket_activation(tmp_path):
-    """The test binds the socket, as systemd would, and hands it over as fd 3 with LISTEN_FDS=1."""
+def activate(tmp_path, fd_name: str):
+    """Bind a socket as systemd would and start the daemon with it as fd 3 (LISTEN_FDS=1,
+    LISTEN_FDNAMES=fd_name).  Returns (process, socket path, configured path, log lines to serving)."""
     path = str(tmp_path / "activated.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
@@ -191,7 +192,7 @@ def test_socket_activation(tmp_path):
     # LISTEN_PID (exec keeps the pid), as systemd does.
     wrapper = ("import os, sys\n"
                f"if {fd} != 3:\n    os.dup2({fd}, 3)\n    os.close({fd})\n"
-               "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='egd')\n"
+               f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES={fd_name!r})\n"
                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n")
     # The daemon is told a different path: with sockets passed it must serve those, not bind its own.
     own = str(tmp_path / "configured.sock")
@@ -199,14 +200,26 @@ def test_socket_activation(tmp_path):
                             pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=child_env(PYTHONUNBUFFERED="1"))
     sock.close()  # the daemon holds it now
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if "serving on" in line:
+            break
+    return proc, path, own, log
+
+
+def stop(proc) -> int:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    proc.stdout.close()
+    return proc.returncode
+
+
+def test_socket_activation(tmp_path):
+    """The test binds the socket, as systemd would, and hands it over as fd 3 with LISTEN_FDS=1."""
+    proc, path, own, log = activate(tmp_path, "egd")
     try:
-        log = []
-        for line in proc.stdout:
-            log.append(line)
-            if "serving on" in line:
-                break
-        else:
-            raise AssertionError("daemon exited before serving:\n" + "".join(log))
+        assert "serving on" in log[-1], "daemon exited before serving:\n" + "".join(log)
         assert len(egd_read(path, 32)) == 32
         assert egd_entropy(path) > 0
         from prngd.client import EGDClient
@@ -215,12 +228,36 @@ def test_socket_activation(tmp_path):
             assert c.pid() == proc.pid
         assert not os.path.exists(own), "an activated daemon must not bind its configured socket"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
-        proc.stdout.close()
-    assert proc.returncode == 0
+        assert stop(proc) == 0
     # The socket belongs to systemd: the daemon leaves it in place.
     assert os.path.exists(path)
+
+
+def test_a_socket_systemd_names_with_pr_reseeds_before_every_read(tmp_path):
+    """FileDescriptorName=egd,pr: the passed socket gets prediction resistance, as PATH,pr would."""
+    from prngd import admin
+
+    proc, path, own, log = activate(tmp_path, "egd,pr")
+    try:
+        assert f"serving on {path},pr" in log[-1], "".join(log)
+        before = admin.get_status(own + ".admin")["pool"]["pr_reseeds"]
+        for _ in range(3):
+            assert len(egd_read(path, 16)) == 16
+        assert admin.get_status(own + ".admin")["pool"]["pr_reseeds"] == before + 3
+    finally:
+        assert stop(proc) == 0
+
+
+def test_an_unknown_option_in_systemds_name_for_a_socket_is_one_line(tmp_path):
+    proc, path, own, log = activate(tmp_path, "egd,fast")
+    if log and "serving on" in log[-1]:
+        stop(proc)
+        raise AssertionError("served a socket with an unknown option:\n" + "".join(log))
+    out = "".join(log)  # activate() read to the end: the daemon has closed its output
+    assert proc.wait(20) != 0
+    proc.stdout.close()
+    assert "unknown socket option 'fast' in the name 'egd,fast' systemd gave a socket" in out
+    assert "Traceback" not in out
 
 
 def test_notify_ready_and_stopping(tmp_path):
