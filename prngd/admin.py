@@ -347,6 +347,11 @@ def render_metrics(status: dict) -> str:
     m.one("prngd_credited_bits_total", "counter", "Entropy credited to the pool, in bits.",
           pool.get("credited_bits_total"))
     m.one("prngd_last_reseed_age_seconds", "gauge", "Seconds since the last reseed.", pool.get("last_reseed_age_s"))
+    m.one("prngd_pr_reseeds_total", "counter", "Reseeds from the kernel before a read on a prediction-resistant socket.",
+          pool.get("pr_reseeds"))
+    m.one("prngd_restores_total", "counter",
+          "VM restores and `prngd reseed` requests the pool was reseeded for (the status's restore_generation).",
+          status.get("restore_generation"))
 
     requests = status.get("requests") or {}
     m.family("prngd_requests_total", "counter", "EGD requests served, by command.",

@@ -84,7 +84,8 @@ SAMPLE = {
     "generator": "chacha20", "reseeds": 7,
     "pool": {"generator": "chacha20", "seeded": True, "entropy_bits": 3072, "reseeds": 7, "bytes_out": 9000,
              "credited_bits_total": 4096.5, "credited_bits_by_source": {"kernel": 4000, "jitter": 96.5},
-             "samples_by_source": {"kernel": 3, "jitter": 12}, "last_reseed_age_s": 1.25},
+             "samples_by_source": {"kernel": 3, "jitter": 12}, "last_reseed_age_s": 1.25, "pr_reseeds": 5},
+    "restore_generation": 2,
     "sources": [
         {"name": "kernel", "kind": "file", "enabled": True, "healthy": True, "samples": 3, "credited_bits": 4000,
          "failures": 0, "last_error": None},
@@ -232,6 +233,8 @@ def test_metrics_families_and_values():
     healthy = {labels["source"]: v for _, labels, v in fams["prngd_source_healthy"]}
     assert healthy == {"kernel": 1, 'we"ird\\name\nx': 0}
     assert fams["prngd_seed_last_save_timestamp_seconds"][0][2] == 1700000000.5
+    assert fams["prngd_restores"] == [("prngd_restores_total", {}, 2)]
+    assert fams["prngd_pr_reseeds"] == [("prngd_pr_reseeds_total", {}, 5)]
 
 
 def test_metrics_have_help_and_type_lines():

@@ -48,6 +48,8 @@ def test_reseed_reseeds_rewrites_the_seed_file_and_logs_one_line(start_daemon, t
     assert done.returncode == 0, done.stderr
     after = admin.get_status(d.socket + ".admin")
     assert after["reseeds"] == status["reseeds"] + 1 and after["restore_generation"] == 1
+    _, _, metrics = admin.parse_response(admin.request(d.socket + ".admin", "/metrics"))
+    assert "\nprngd_restores_total 1\n" in metrics.decode()  # what an alert on restores watches
     assert done.stdout == (f"prngd reseed: pid {d.pid}: pool reseeded with fresh kernel randomness "
                            f"({after['reseeds']} reseeds, restore generation 1); seed file rewritten\n")
     assert done.stderr == ""
