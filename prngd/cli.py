@@ -254,28 +254,67 @@ def _close_inherited(keep: set[int]) -> None:
 def _detach(destination: str) -> int:
     """Fork into the background as PRNGD does; the parent exits once the child serves.
 
-    Returns the write end of a pipe in the child (write the pid there when
-    ready); the parent then says where the log goes and exits 0, or exits 1 if
-    the child ended without serving (its error was shown on the terminal).
+    Returns the write end of a pipe in the child, which has already written
+    its pid there (write READY when serving).  The parent then says where the
+    log goes and exits 0, or exits 1 if the child ended without serving (its
+    error was shown on the terminal).  A SIGINT or SIGTERM the waiting parent
+    gets (Ctrl-C, a service manager, `timeout`) goes on to the child, whose
+    start then stops quietly (prngd.startsignals); the parent exits 0 with it.
     """
     r, w = os.pipe()
     if os.fork():
         os.close(w)
-        ready = b""
-        while chunk := os.read(r, 64):
-            ready += chunk
-        if not ready.endswith(b"\n"):
-            os._exit(1)
-        where = "syslog" if destination == "syslog" else destination
-        print(f"prngd: serving in the background, pid {int(ready)}; logging to {where}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(0)
+        _wait_for_child(r, destination)
     os.close(r)
     os.setsid()
     if os.fork():
         os._exit(0)
+    os.write(w, f"{os.getpid()}\n".encode())
     os.chdir("/")
     return w
+
+
+READY = b"ready\n"
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass  # it has ended: its end closes the pipe, and the parent with it
+
+
+def _wait_for_child(r: int, destination: str) -> None:
+    """The detaching parent: pass signals on to the child until it serves or ends, then exit."""
+    import signal
+
+    child = 0
+    got: list[int] = []
+
+    def forward(signum: int, frame) -> None:
+        got.append(signum)
+        if child:
+            _signal(child, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    early = startsignals.stop_requested()  # came between the fork and the handlers
+    if early:
+        got.append(early)
+    said = b""
+    while chunk := os.read(r, 64):
+        said += chunk
+        if not child and b"\n" in said:
+            child = int(said.split(b"\n", 1)[0])
+            for signum in got[:1]:
+                _signal(child, signum)
+    pid, _, rest = said.partition(b"\n")
+    if rest != READY:
+        os._exit(0 if got else 1)
+    where = "syslog" if destination == "syslog" else destination
+    print(f"prngd: serving in the background, pid {int(pid)}; logging to {where}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def daemon_main(argv: list[str]) -> int:
@@ -358,7 +397,7 @@ def daemon_main(argv: list[str]) -> int:
     def on_ready() -> None:
         if ready_fd is not None:
             # Serving: tell the waiting parent, then leave the terminal.
-            os.write(ready_fd, f"{os.getpid()}\n".encode())
+            os.write(ready_fd, READY)
             os.close(ready_fd)
             _leave_terminal()
 

@@ -226,6 +226,67 @@ def test_detaches_like_prngd_and_writes_a_pidfile(tmp_path):
     assert not os.path.exists(pidfile)
 
 
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def answers(sock: str) -> bool:
+    try:
+        with connect(sock):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_sigterm_to_the_waiting_parent_stops_the_detached_start(tmp_path):
+    """`prngd` (detaching) signalled while it waits for its child to serve: a service manager or
+    `timeout` stopping the start.  The signal goes on to the child, whose start stops quietly;
+    nothing is left serving.  Signalled at random moments; the parent is stopped (SIGSTOP) while
+    the signal is sent, so whether it was still waiting is known, not guessed."""
+    import random
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cfg = tmp_path / "quiet.conf"
+    cfg.write_text(QUIET)
+
+    def start(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "prngd", "-n", "-c", str(cfg),
+                                 "--log-file", str(tmp_path / f"prngd{i}.log"), str(tmp_path / f"bg{i}.sock")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    # How long a whole detached start takes here: the signals go at random moments within it.
+    t0 = time.monotonic()
+    first = start(99)
+    first.communicate(timeout=30)
+    whole = time.monotonic() - t0
+    assert first.returncode == 0
+    subprocess.run([sys.executable, "-m", "prngd", "-k", str(tmp_path / "bg99.sock")], env=env, timeout=60)
+    waiting = 0
+    for i in range(8):
+        sock = str(tmp_path / f"bg{i}.sock")
+        proc = start(i)
+        time.sleep(random.uniform(0.3, 0.9) * whole)  # a random moment of the start is what is tested
+        os.kill(proc.pid, signal.SIGSTOP)
+        while (state := process_state(proc.pid)) not in ("T", "Z"):
+            pass  # SIGSTOP is delivered at once; this only waits for the kernel to say so
+        if state == "Z":  # too late: it had already handed over and exited
+            subprocess.run([sys.executable, "-m", "prngd", "-k", sock], env=env, timeout=60)
+            proc.communicate(timeout=30)
+            continue
+        waiting += 1
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=30)
+        # -SIGTERM only if it came before the command's first line (nothing was started then).
+        assert proc.returncode in (0, -signal.SIGTERM), err
+        assert b"Traceback" not in err, err
+        deadline = time.monotonic() + 20
+        while answers(sock) or os.path.exists(sock):
+            assert time.monotonic() < deadline, f"start {i}: the detached daemon kept serving:\n{err.decode()}"
+            time.sleep(0.01)
+    assert waiting >= 3, f"only {waiting} of 8 signals found the parent waiting"
 def connect_pid(sock: str) -> str:
     with connect(sock) as s:
         s.sendall(b"\x04")
