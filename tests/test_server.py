@@ -256,13 +256,16 @@ def test_a_sigterm_to_the_waiting_parent_stops_the_detached_start(tmp_path):
                                  "--log-file", str(tmp_path / f"prngd{i}.log"), str(tmp_path / f"bg{i}.sock")],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    # How long a whole detached start takes here: the signals go at random moments within it.
-    t0 = time.monotonic()
-    first = start(99)
-    first.communicate(timeout=30)
-    whole = time.monotonic() - t0
-    assert first.returncode == 0
-    subprocess.run([sys.executable, "-m", "prngd", "-k", str(tmp_path / "bg99.sock")], env=env, timeout=60)
+    # How long a whole detached start takes here (the faster of two: the first may compile
+    # bytecode): the signals go at random moments within it.
+    whole = float("inf")
+    for i in (98, 99):
+        t0 = time.monotonic()
+        full = start(i)
+        full.communicate(timeout=30)
+        whole = min(whole, time.monotonic() - t0)
+        assert full.returncode == 0
+        subprocess.run([sys.executable, "-m", "prngd", "-k", str(tmp_path / f"bg{i}.sock")], env=env, timeout=60)
     waiting = 0
     for i in range(8):
         sock = str(tmp_path / f"bg{i}.sock")
