@@ -331,7 +331,7 @@ class Driver:
             left = until - current_time()
             if left <= 0:
                 break
-            events = self._busy_poll(until, SPIN_EVENTS) if busy else None
+            events = self._busy_poll(until) if busy else None
             if not events:
                 if busy:  # the spin took some of the window
                     left = until - current_time()
@@ -348,12 +348,12 @@ class Driver:
                 break
         return None, served
 
-    def _busy_poll(self, until: float, maxevents: int) -> list | None:
+    def _busy_poll(self, until: float) -> list | None:
         """Poll without sleeping for `busy` seconds, or until `until`: the first events, or None."""
         poll = self._ep.poll
         end = perf_counter() + min(self.busy, until - trio.current_time())
         while perf_counter() < end:
-            events = poll(0, maxevents)
+            events = poll(0, SPIN_EVENTS)
             if events:
                 return events
         return None

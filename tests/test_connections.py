@@ -900,11 +900,11 @@ def test_the_busy_poll_never_outlasts_the_window_the_turn_allows(monkeypatch):
 def test_the_busy_poll_returns_the_first_events_and_stops_at_its_window_or_the_turns(monkeypatch):
     other = (9, EPOLLIN)
     d, conn, ep, served = one_client_driver(monkeypatch, 1000, [[], [], [other]])
-    assert d._busy_poll(time.perf_counter() + 10, 8) == [other] and ep.timeouts == [0, 0, 0]
+    assert d._busy_poll(time.perf_counter() + 10) == [other] and ep.timeouts == [0, 0, 0]
     d, conn, ep, served = one_client_driver(monkeypatch, 1000, [])
     t0 = time.perf_counter()
-    assert d._busy_poll(t0 + 10, 8) is None
+    assert d._busy_poll(t0 + 10) is None
     assert 1e-3 <= time.perf_counter() - t0 < 0.5  # busy_poll 1000 us of spinning, then it gives up
-    assert d._busy_poll(time.perf_counter() - 1, 8) is None and len(ep.timeouts) > 1
+    assert d._busy_poll(time.perf_counter() - 1) is None and len(ep.timeouts) > 1
     n = len(ep.timeouts)
-    assert d._busy_poll(time.perf_counter(), 8) is None and len(ep.timeouts) == n  # the turn's window is over
+    assert d._busy_poll(time.perf_counter()) is None and len(ep.timeouts) == n  # the turn's window is over
