@@ -1,8 +1,8 @@
 """Command line: `prngd [options] SOCKET...` as PRNGD takes it.
 
-`prngd get|add|status|ping|reseed|feed-kernel|doctor ...` are the client tools
-(prngd.tools); anything else starts (or with -k stops) the daemon.  A socket literally named
-like a tool can be given as ./NAME.
+`prngd get|add|status|ping|reseed|feed-kernel|doctor ...` are the client
+tools (prngd.tools); anything else starts (or with -k stops) the daemon.  A
+socket literally named like a tool can be given as ./NAME.
 """
 
 from __future__ import annotations

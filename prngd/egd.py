@@ -265,7 +265,7 @@ class Address(Value):
         return str(self) + "".join("," + o for o in self.options)
 
 
-def _split_options(s: str) -> tuple[str, tuple[str, ...]]:
+def split_options(s: str) -> tuple[str, tuple[str, ...]]:
     """`ADDRESS,OPT,...` into the address and its options; a trailing `,word` that is not an
     option stays part of a Unix path (commas are legal there) and is an error elsewhere."""
     options: list[str] = []
@@ -295,7 +295,7 @@ def parse_address(spec: str) -> Address:
     accepted too, and `vsock:CID:PORT` (`vsock:PORT`: any context id, to
     listen on).  Options may follow: `/run/egd-pool-pr,pr`.
     """
-    s, options = _split_options(spec.strip())
+    s, options = split_options(spec.strip())
     if s.startswith("egd:"):
         s = s[4:]
     if s.startswith("unix:"):

@@ -143,14 +143,13 @@ def bind_vsock(address: egd.Address) -> socket.socket:
 def fd_name_options(name: str) -> tuple[str, ...]:
     """The socket options in a systemd FileDescriptorName=, as a socket spec takes them: `egd,pr`
     (or just `pr`) asks for prediction resistance.  An unknown option is a StartupError."""
-    words = [w.strip() for w in name.split(",")]
-    if len(words) == 1:
-        return (words[0],) if words[0] in egd.SOCKET_OPTIONS else ()
-    unknown = [w for w in words[1:] if w not in egd.SOCKET_OPTIONS]
-    if unknown:
-        raise StartupError(f"unknown socket option {unknown[0]!r} in the name {name!r} systemd gave a socket "
-                           f"(FileDescriptorName=; known: {', '.join(egd.SOCKET_OPTIONS)})")
-    return tuple(dict.fromkeys(words[1:]))
+    label, options = egd.split_options(name)  # the name stands where a socket's address would
+    if label.strip() in egd.SOCKET_OPTIONS:  # `pr` alone
+        return tuple(dict.fromkeys((label.strip(), *options)))
+    if "," in label:  # a word after a comma that is no option
+        raise StartupError(f"unknown socket option {label.rpartition(',')[2].strip()!r} in the name {name!r} "
+                           f"systemd gave a socket (FileDescriptorName=; known: {', '.join(egd.SOCKET_OPTIONS)})")
+    return options
 
 
 def open_listeners(settings: Settings, inherited: list[tuple[socket.socket, str]] | None = None) -> list[Listener]:
